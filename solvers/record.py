@@ -1,0 +1,107 @@
+"""Result record of a job: its status, accuracy, timings and where it ran.
+
+The record is what the store keeps, the API returns and the CLI prints. Floats that
+are not finite (log10 of an error of exactly 0, NaN from a diverged run) are written
+to JSON as the strings "Infinity", "-Infinity" and "NaN", and read back from them, so
+no record is ever unreadable.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from solvers.spec import JobSpec
+
+RECORD_VERSION = 1
+
+Status = Literal["queued", "running", "succeeded", "failed", "diverged", "timed_out", "cancelled"]
+STATUSES: tuple[str, ...] = Status.__args__
+TERMINAL_STATUSES = frozenset({"succeeded", "failed", "diverged", "timed_out", "cancelled"})
+
+
+class RecordPart(BaseModel):
+    """Base of record parts: non-finite floats survive a JSON round trip."""
+
+    model_config = ConfigDict(ser_json_inf_nan="strings", extra="forbid")
+
+
+class SetErrors(RecordPart):
+    """Euler-error summary on one evaluation set: log10 of the max and of the mean of |e|."""
+
+    max_log10: float
+    mean_log10: float
+
+
+class PathErrors(SetErrors):
+    """Euler errors on the simulated path, with the share of its points outside the box."""
+
+    share_outside_box: float
+
+
+class ClosedFormErrors(RecordPart):
+    """Largest relative distance of next-period capital to the closed form, on the box set."""
+
+    max_rel_distance: float
+
+
+class Errors(RecordPart):
+    """Accuracy of the fitted policy, measured by the shared evaluator."""
+
+    box: SetErrors
+    path: PathErrors
+    closed_form: ClosedFormErrors | None = None
+
+
+class Timings(RecordPart):
+    """Wall-clock seconds of each phase, and CPU seconds of the solve (all threads)."""
+
+    setup_s: float
+    solve_s: float
+    evaluate_s: float
+    total_s: float
+    solve_cpu_s: float
+
+
+class Progress(RecordPart):
+    """Latest progress of a running job."""
+
+    iteration: int
+    residual: float
+    elapsed_s: float
+
+
+class JobRecord(RecordPart):
+    """Everything known about one job. Solver fields are null until the job has run."""
+
+    schema_version: Literal[1] = RECORD_VERSION
+    id: str
+    status: Status
+    spec: JobSpec
+    submitter: str | None = None
+    errors: Errors | None = None
+    timings: Timings | None = None
+    n_params: int | None = None
+    n_conditions: int | None = None
+    iterations: int | None = None
+    converged: bool | None = None
+    condition_number: float | None = Field(
+        None, description="2-norm condition number of the final Newton Jacobian (dense bases).")
+    history: list[tuple[int, float, float]] = Field(
+        default_factory=list, description="Convergence history: (iteration, residual, elapsed_s).")
+    progress: Progress | None = None
+    hardware: dict[str, str | int | None] | None = None
+    versions: dict[str, str] | None = None
+    worker: str | None = None
+    attempts: int = 0
+    created_at: datetime = Field(default_factory=lambda: utcnow())
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    error: str | None = None
+
+
+def utcnow() -> datetime:
+    """Return the current time in UTC, timezone-aware."""
+    return datetime.now(timezone.utc)

@@ -1,0 +1,111 @@
+"""Chebyshev and spline collocation against the accuracy figures they must reach."""
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from solvers.collocation import build_basis, euler_system
+from solvers.control import SolveControl, SolveDiverged
+from solvers.growth import GrowthModel
+from solvers.quadrature import gauss_hermite
+from solvers.run import run_spec
+from solvers.spec import JobSpec
+
+
+def spec(basis, **params):
+    return JobSpec.model_validate({"model": {"params": params}, "method": {"basis": basis}})
+
+
+@pytest.mark.parametrize("basis", [{"kind": "chebyshev", "degree": 4}, {"kind": "spline", "n_basis": 7}])
+def test_jacobian_matches_finite_differences(basis):
+    model = GrowthModel()
+    approximation = build_basis(model, spec(basis).method.basis)
+    nodes = approximation.nodes()
+    theta = np.linalg.lstsq(_dense(approximation.matrix(nodes)),
+                            model.initial_consumption(nodes[:, 0], nodes[:, 1]), rcond=None)[0]
+    eps, weights = gauss_hermite(5)
+    _, jacobian = euler_system(model, approximation, theta, nodes, eps, weights)
+    numeric = np.empty((nodes.shape[0], theta.size))
+    for i in range(theta.size):
+        step = np.zeros_like(theta)
+        step[i] = 1e-6
+        up = euler_system(model, approximation, theta + step, nodes, eps, weights, False)[0]
+        down = euler_system(model, approximation, theta - step, nodes, eps, weights, False)[0]
+        numeric[:, i] = (up - down) / 2e-6
+    np.testing.assert_allclose(_dense(jacobian), numeric, atol=1e-6 * np.abs(numeric).max())
+
+
+def _dense(matrix):
+    return matrix.toarray() if sp.issparse(matrix) else matrix
+
+
+def test_chebyshev_degree_10_accuracy():
+    outcome = run_spec(spec({"kind": "chebyshev", "degree": 10}))
+    errors = outcome.fields["errors"]
+    assert outcome.status == "succeeded"
+    assert outcome.fields["converged"]
+    assert errors["box"]["max_log10"] <= -11
+    assert errors["path"]["max_log10"] <= -11
+    assert errors["closed_form"] is None
+    assert outcome.fields["n_params"] == 121
+    assert outcome.fields["n_conditions"] == 121
+
+
+def test_spline_accuracy():
+    outcome = run_spec(spec({"kind": "spline"}))
+    errors = outcome.fields["errors"]
+    assert outcome.status == "succeeded"
+    assert errors["box"]["max_log10"] <= -7
+    assert errors["path"]["max_log10"] <= -7
+    assert outcome.fields["n_params"] == 900
+    assert outcome.fields["condition_number"] is None
+
+
+def test_closed_form_distance():
+    outcome = run_spec(spec({"kind": "chebyshev", "degree": 10}, gamma=1, delta=1))
+    assert outcome.status == "succeeded"
+    assert outcome.fields["errors"]["closed_form"]["max_rel_distance"] < 1e-9
+
+
+@pytest.mark.parametrize("basis", [{"kind": "chebyshev"}, {"kind": "spline"}])
+def test_rerun_gives_identical_errors(basis):
+    first = run_spec(spec(basis))
+    second = run_spec(spec(basis))
+    assert first.fields["errors"] == second.fields["errors"]
+    assert first.parameters["theta"] == second.parameters["theta"]
+
+
+def test_history_recorded():
+    outcome = run_spec(spec({"kind": "chebyshev", "degree": 6}))
+    history = outcome.fields["history"]
+    assert history[0][0] == 0
+    assert len(history) == outcome.fields["iterations"] + 1
+    assert history[-1][1] < 1e-12
+
+
+def test_past_deadline_times_out():
+    control = SolveControl(deadline=0.0)
+    outcome = run_spec(spec({"kind": "chebyshev"}), control)
+    assert outcome.status == "timed_out"
+    assert outcome.fields["iterations"] == 0
+    assert "time limit" in outcome.fields["error"]
+
+
+def test_cancel_stops_solve():
+    outcome = run_spec(spec({"kind": "spline"}), SolveControl(should_cancel=lambda: True))
+    assert outcome.status == "cancelled"
+
+
+def test_non_finite_residual_is_divergence():
+    with pytest.raises(SolveDiverged) as info:
+        SolveControl().report(3, float("nan"))
+    assert info.value.iteration == 3
+
+
+def test_history_thins_but_keeps_bounded():
+    control = SolveControl()
+    for iteration in range(10_000):
+        control.report(iteration, 1.0 / (iteration + 1))
+    assert len(control.history) < 2_000
+    assert control.history[0][0] == 0
+    assert control.history[-1][0] > 9_000
