@@ -1,0 +1,220 @@
+"""The Redis job store: the only module that knows the Redis keys of jobs.
+
+Keys, under a configurable prefix `P`:
+
+- `P:job:ID` is the job record as JSON (a `solvers.record.JobRecord`);
+- `P:job:ID:policy` is the fitted policy's parameters as JSON;
+- `P:job:ID:cancel` is set when a running job must stop;
+- `P:jobs` is a sorted set of every job id scored by creation time, and
+  `P:jobs:model:NAME` and `P:jobs:basis:KIND` are the same per model and basis kind.
+
+Records are kept until deleted; nothing expires. Status changes are checked and written
+in one optimistic transaction (WATCH/MULTI), so they only move forward
+(queued -> running -> a terminal status) and a finished record is never overwritten.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from typing import Any, Callable
+
+import redis
+
+from solvers.record import TERMINAL_STATUSES, JobRecord, Progress, utcnow
+from solvers.spec import JobSpec
+
+logger = logging.getLogger(__name__)
+
+MAX_PAGE = 500
+
+
+class JobNotFound(KeyError):
+    """No job has this id."""
+
+
+class JobStateError(RuntimeError):
+    """The job's status does not allow the requested change."""
+
+
+class JobStore:
+    """Create, read, update and list job records in Redis."""
+
+    def __init__(self, client: redis.Redis, prefix: str = "eulerbench"):
+        self.client = client
+        self.prefix = prefix
+
+    @classmethod
+    def from_url(cls, url: str, prefix: str = "eulerbench") -> "JobStore":
+        """Connect to the Redis at url."""
+        return cls(redis.Redis.from_url(url, decode_responses=True), prefix)
+
+    def _key(self, job_id: str, suffix: str = "") -> str:
+        return f"{self.prefix}:job:{job_id}{suffix}"
+
+    def _index(self, *parts: str) -> str:
+        return ":".join([self.prefix, "jobs", *parts])
+
+    def ping(self) -> bool:
+        """Return True when Redis answers."""
+        try:
+            return bool(self.client.ping())
+        except redis.RedisError:
+            return False
+
+    def create(self, spec: JobSpec, submitter: str | None = None) -> JobRecord:
+        """Store a new queued job for spec and return its record."""
+        record = JobRecord(id=uuid.uuid4().hex, status="queued", spec=spec, submitter=submitter)
+        score = record.created_at.timestamp()
+        pipe = self.client.pipeline()
+        pipe.set(self._key(record.id), record.model_dump_json())
+        pipe.zadd(self._index(), {record.id: score})
+        pipe.zadd(self._index("model", spec.model.name), {record.id: score})
+        pipe.zadd(self._index("basis", spec.method.basis.kind), {record.id: score})
+        pipe.execute()
+        logger.info("job %s created: %s", record.id, spec.summary())
+        return record
+
+    def get(self, job_id: str) -> JobRecord:
+        """Return the record of job_id; raise JobNotFound when there is none."""
+        raw = self.client.get(self._key(job_id))
+        if raw is None:
+            raise JobNotFound(job_id)
+        return JobRecord.model_validate_json(raw)
+
+    def list(self, model: str | None = None, basis: str | None = None, status: str | None = None,
+             limit: int = 50, offset: int = 0) -> tuple[list[JobRecord], int]:
+        """Return one page of records, newest first, and the number that match the filters.
+
+        NOTE: the status filter reads every record of the model or basis index, so it
+        costs O(jobs); a status index would be needed for millions of jobs.
+        """
+        if not 1 <= limit <= MAX_PAGE or offset < 0:
+            raise ValueError(f"limit must be in 1..{MAX_PAGE} and offset >= 0; "
+                             f"got limit={limit}, offset={offset}")
+        index = self._index("model", model) if model else self._index()
+        ids = self.client.zrevrange(index, 0, -1)
+        if basis:
+            members = set(self.client.zrange(self._index("basis", basis), 0, -1))
+            ids = [i for i in ids if i in members]
+        if status is None:
+            page_ids = ids[offset:offset + limit]
+            return self._load_many(page_ids), len(ids)
+        matching = [r for r in self._load_many(ids) if r.status == status]
+        return matching[offset:offset + limit], len(matching)
+
+    def _load_many(self, ids: list[str]) -> list[JobRecord]:
+        """Return the records of ids that still exist, in order."""
+        if not ids:
+            return []
+        raws = self.client.mget([self._key(i) for i in ids])
+        return [JobRecord.model_validate_json(raw) for raw in raws if raw is not None]
+
+    def _update(self, job_id: str, change: Callable[[JobRecord], JobRecord | None]) -> JobRecord | None:
+        """Apply change to the record atomically; change returns None to leave it as it is."""
+        key = self._key(job_id)
+        result: list[JobRecord | None] = [None]
+
+        def transaction(pipe: redis.client.Pipeline) -> None:
+            raw = pipe.get(key)
+            if raw is None:
+                raise JobNotFound(job_id)
+            updated = change(JobRecord.model_validate_json(raw))
+            result[0] = updated
+            pipe.multi()
+            if updated is not None:
+                pipe.set(key, updated.model_dump_json())
+
+        self.client.transaction(transaction, key)
+        return result[0]
+
+    def start(self, job_id: str, worker: str) -> JobRecord | None:
+        """Mark a job running on worker; return None when it already ended (or was cancelled)."""
+        def change(record: JobRecord) -> JobRecord | None:
+            if record.status in TERMINAL_STATUSES:
+                return None
+            if record.status == "running":
+                logger.warning("job %s delivered again (attempt %d); it was running on %s",
+                               job_id, record.attempts + 1, record.worker)
+            return record.model_copy(update={
+                "status": "running", "worker": worker, "attempts": record.attempts + 1,
+                "started_at": utcnow()})
+
+        return self._update(job_id, change)
+
+    def progress(self, job_id: str, iteration: int, residual: float, elapsed_s: float) -> None:
+        """Record the latest progress of a running job; ignored once it has ended."""
+        def change(record: JobRecord) -> JobRecord | None:
+            if record.status != "running":
+                return None
+            progress = Progress(iteration=iteration, residual=residual, elapsed_s=elapsed_s)
+            return record.model_copy(update={"progress": progress})
+
+        self._update(job_id, change)
+
+    def finish(self, job_id: str, status: str, fields: dict[str, Any],
+               parameters: dict[str, Any] | None = None) -> bool:
+        """Write a job's final status and results once; return False if it had already ended."""
+        if status not in TERMINAL_STATUSES:
+            raise ValueError(f"finish needs a terminal status, one of {sorted(TERMINAL_STATUSES)}; "
+                             f"got {status!r}")
+
+        def change(record: JobRecord) -> JobRecord | None:
+            if record.status in TERMINAL_STATUSES:
+                return None
+            data = record.model_dump()
+            data.update(fields, status=status, finished_at=utcnow())
+            return JobRecord.model_validate(data)
+
+        written = self._update(job_id, change) is not None
+        if written and parameters is not None:
+            self.client.set(self._key(job_id, ":policy"), json.dumps(parameters))
+        if written:
+            self.client.delete(self._key(job_id, ":cancel"))
+            logger.info("job %s finished: %s", job_id, status)
+        else:
+            logger.warning("job %s had already ended; its %s result was not written", job_id, status)
+        return written
+
+    def request_cancel(self, job_id: str) -> JobRecord:
+        """Cancel a queued job now, or ask a running one to stop; raise JobStateError once ended."""
+        def change(record: JobRecord) -> JobRecord | None:
+            if record.status in TERMINAL_STATUSES:
+                raise JobStateError(f"job {job_id} has already ended with status {record.status!r}")
+            if record.status == "queued":
+                return record.model_copy(update={"status": "cancelled", "finished_at": utcnow(),
+                                                 "error": "cancelled before it started"})
+            return None
+
+        updated = self._update(job_id, change)
+        if updated is None:
+            self.client.set(self._key(job_id, ":cancel"), "1")
+            logger.info("job %s: cancellation requested while running", job_id)
+            return self.get(job_id)
+        logger.info("job %s cancelled while queued", job_id)
+        return updated
+
+    def cancel_requested(self, job_id: str) -> bool:
+        """Return True when a running job has been asked to stop."""
+        return self.client.exists(self._key(job_id, ":cancel")) > 0
+
+    def get_policy(self, job_id: str) -> dict[str, Any]:
+        """Return the fitted policy's parameters; raise JobNotFound when none is stored."""
+        raw = self.client.get(self._key(job_id, ":policy"))
+        if raw is None:
+            raise JobNotFound(job_id)
+        return json.loads(raw)
+
+    def delete(self, job_id: str) -> None:
+        """Delete an ended job and its policy; raise JobStateError while it is queued or running."""
+        record = self.get(job_id)
+        if record.status not in TERMINAL_STATUSES:
+            raise JobStateError(f"job {job_id} is {record.status}; cancel it before deleting it")
+        pipe = self.client.pipeline()
+        pipe.delete(self._key(job_id), self._key(job_id, ":policy"), self._key(job_id, ":cancel"))
+        pipe.zrem(self._index(), job_id)
+        pipe.zrem(self._index("model", record.spec.model.name), job_id)
+        pipe.zrem(self._index("basis", record.spec.method.basis.kind), job_id)
+        pipe.execute()
+        logger.info("job %s deleted", job_id)

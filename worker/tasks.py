@@ -1,0 +1,81 @@
+"""The Celery task that runs one job and writes its progress and result to the store."""
+
+from __future__ import annotations
+
+import logging
+import time
+from functools import lru_cache
+
+import redis
+from celery.exceptions import SoftTimeLimitExceeded
+
+from solvers.control import SolveControl
+from solvers.run import Outcome, machine_fields, run_spec
+from worker.celery_app import app
+from worker.settings import get_settings
+from worker.store import JobNotFound, JobStore
+
+logger = logging.getLogger(__name__)
+
+
+@lru_cache(maxsize=1)
+def get_store() -> JobStore:
+    """Return this process's store, connected on first use."""
+    settings = get_settings()
+    return JobStore.from_url(settings.redis_url, settings.key_prefix)
+
+
+@app.task(name="eulerbench.run_job", bind=True)
+def run_job(self, job_id: str) -> str:
+    """Run the job job_id from the store; return its final status."""
+    store = get_store()
+    try:
+        record = store.start(job_id, worker=self.request.hostname or "unknown")
+    except JobNotFound:
+        logger.error("job %s not found in the store; message dropped", job_id)
+        return "missing"
+    if record is None:
+        logger.info("job %s already ended; nothing to run", job_id)
+        return "skipped"
+
+    logger.info("job %s started on %s (attempt %d): %s", job_id, record.worker,
+                record.attempts, record.spec.summary())
+    control = _control(store, job_id, record.spec.time_limit_s)
+    try:
+        outcome = run_spec(record.spec, control)
+    except SoftTimeLimitExceeded:
+        logger.error("job %s passed its time limit outside the solver's own checks", job_id)
+        outcome = Outcome("timed_out", {
+            "error": f"time limit of {record.spec.time_limit_s:g} s exceeded",
+            "history": control.history, **machine_fields()})
+    store.finish(job_id, outcome.status, outcome.fields, outcome.parameters)
+    return outcome.status
+
+
+def _control(store: JobStore, job_id: str, time_limit_s: float) -> SolveControl:
+    """Build the solve control that throttles progress writes and cancellation checks."""
+    interval = get_settings().progress_interval_s
+    last = {"progress": 0.0, "cancel": 0.0}
+
+    def on_progress(iteration: int, residual: float, elapsed_s: float) -> None:
+        now = time.monotonic()
+        if now - last["progress"] >= interval:
+            last["progress"] = now
+            try:
+                store.progress(job_id, iteration, residual, elapsed_s)
+            except redis.RedisError as exc:
+                logger.warning("job %s: progress not written: %s", job_id, exc)
+
+    def should_cancel() -> bool:
+        now = time.monotonic()
+        if now - last["cancel"] < interval:
+            return False
+        last["cancel"] = now
+        try:
+            return store.cancel_requested(job_id)
+        except redis.RedisError as exc:
+            logger.warning("job %s: cancellation flag not read: %s", job_id, exc)
+            return False
+
+    return SolveControl(on_progress=on_progress, should_cancel=should_cancel,
+                        deadline=time.monotonic() + time_limit_s)
