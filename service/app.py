@@ -1,0 +1,172 @@
+"""The HTTP API: submit solve jobs, follow them, and read their results.
+
+Run it with `eulerbench api`; the OpenAPI page is at `/docs`.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Literal
+
+from fastapi import FastAPI, HTTPException, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from kombu.exceptions import OperationalError
+from pydantic import BaseModel
+from redis import RedisError
+
+from service.errors import describe_errors, summarize
+from solvers.record import STATUSES, JobRecord
+from solvers.spec import JobSpec
+from worker.celery_app import create_celery
+from worker.settings import Settings, get_settings
+from worker.store import MAX_PAGE, JobNotFound, JobStateError, JobStore
+
+logger = logging.getLogger(__name__)
+
+TASK_NAME = "eulerbench.run_job"
+
+
+class JobAccepted(BaseModel):
+    """Reply to a submitted job."""
+
+    id: str
+    status: str
+    url: str
+
+
+class JobPage(BaseModel):
+    """One page of job records, newest first."""
+
+    items: list[JobRecord]
+    total: int
+    limit: int
+    offset: int
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the API for the Redis named in settings."""
+    settings = settings or get_settings()
+    app = FastAPI(title="eulerbench", version="1", description=(
+        "Solve jobs for dynamic economic models, with Euler-equation errors and timings "
+        "measured one way for every method. Non-finite floats in records are written as "
+        "the strings \"NaN\", \"Infinity\" and \"-Infinity\"."))
+    app.state.store = JobStore.from_url(settings.redis_url, settings.key_prefix)
+    app.state.celery = create_celery(settings.redis_url)
+    app.state.settings = settings
+    _add_error_handlers(app)
+    _add_job_routes(app)
+    return app
+
+
+def _record_response(record: JobRecord, status_code: int = 200) -> Response:
+    """Serialise a record with the project's rule for non-finite floats."""
+    return Response(record.model_dump_json(), status_code=status_code, media_type="application/json")
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        root = JobSpec if request.url.path.startswith("/v1/jobs") else BaseModel
+        detail = describe_errors(list(exc.errors()), root)
+        return JSONResponse({"message": f"invalid request: {summarize(detail)}", "detail": detail},
+                            status_code=422)
+
+    @app.exception_handler(RedisError)
+    async def redis_down(request: Request, exc: RedisError) -> JSONResponse:
+        logger.error("Redis error on %s %s: %s", request.method, request.url.path, exc)
+        return JSONResponse({"message": f"the job store is unavailable: {exc}"}, status_code=503)
+
+
+def _add_job_routes(app: FastAPI) -> None:
+    @app.get("/healthz")
+    def healthz() -> JSONResponse:
+        """Report whether the job store (Redis) answers."""
+        ok = app.state.store.ping()
+        return JSONResponse({"status": "ok" if ok else "unavailable", "redis": ok},
+                            status_code=200 if ok else 503)
+
+    @app.post("/v1/jobs", status_code=202, response_model=JobAccepted)
+    def submit_job(spec: JobSpec) -> JobAccepted:
+        """Queue a solve job; the reply carries its id."""
+        record = app.state.store.create(spec)
+        _enqueue(app, record)
+        return JobAccepted(id=record.id, status="queued", url=f"/v1/jobs/{record.id}")
+
+    @app.get("/v1/jobs/{job_id}", response_model=JobRecord)
+    def get_job(job_id: str) -> Response:
+        """Return one job's record: status, progress, errors and timings."""
+        return _record_response(_get(app, job_id))
+
+    @app.get("/v1/jobs", response_model=JobPage)
+    def list_jobs(model: Literal["growth"] | None = None,
+                  basis: Literal["chebyshev", "spline", "nn"] | None = None,
+                  status: Literal[STATUSES] | None = None,  # type: ignore[valid-type]
+                  limit: int = Query(50, ge=1, le=MAX_PAGE),
+                  offset: int = Query(0, ge=0)) -> Response:
+        """List jobs, newest first, filtered by model, basis kind and status."""
+        items, total = app.state.store.list(model, basis, status, limit, offset)
+        page = JobPage(items=items, total=total, limit=limit, offset=offset)
+        return Response(page.model_dump_json(), media_type="application/json")
+
+    @app.post("/v1/jobs/{job_id}/cancel", response_model=JobRecord)
+    def cancel_job(job_id: str) -> Response:
+        """Cancel a queued job, or ask a running one to stop at its next iteration."""
+        try:
+            return _record_response(app.state.store.request_cancel(job_id))
+        except JobNotFound:
+            raise HTTPException(404, f"job {job_id} not found") from None
+        except JobStateError as exc:
+            raise HTTPException(409, str(exc)) from None
+
+    @app.delete("/v1/jobs/{job_id}", status_code=204)
+    def delete_job(job_id: str) -> Response:
+        """Delete an ended job's record and policy."""
+        try:
+            app.state.store.delete(job_id)
+        except JobNotFound:
+            raise HTTPException(404, f"job {job_id} not found") from None
+        except JobStateError as exc:
+            raise HTTPException(409, str(exc)) from None
+        return Response(status_code=204)
+
+    @app.get("/v1/jobs/{job_id}/policy")
+    def get_policy(job_id: str) -> dict:
+        """Return the fitted policy's parameters (coefficients or network weights)."""
+        _get(app, job_id)
+        try:
+            return app.state.store.get_policy(job_id)
+        except JobNotFound:
+            raise HTTPException(404, f"job {job_id} has no fitted policy") from None
+
+
+def _get(app: FastAPI, job_id: str) -> JobRecord:
+    """Return a record or answer 404."""
+    try:
+        return app.state.store.get(job_id)
+    except JobNotFound:
+        raise HTTPException(404, f"job {job_id} not found") from None
+
+
+def _enqueue(app: FastAPI, record: JobRecord) -> None:
+    """Send the job to its queue; mark it failed and answer 503 when the broker is down."""
+    spec = record.spec
+    settings: Settings = app.state.settings
+    queue = "gpu" if spec.device == "gpu" else "cpu"
+    soft = spec.time_limit_s + settings.time_limit_grace_s
+    try:
+        app.state.celery.send_task(TASK_NAME, args=[record.id], queue=queue,
+                                   soft_time_limit=soft, time_limit=soft + settings.time_limit_grace_s)
+    except (OperationalError, RedisError) as exc:
+        logger.error("job %s could not be queued: %s", record.id, exc)
+        app.state.store.finish(record.id, "failed", {"error": f"could not be queued: {exc}"})
+        raise HTTPException(503, f"the broker is unavailable; job {record.id} was not queued") from exc
+    logger.info("job %s queued on %s", record.id, queue)
+
+
+def __getattr__(name: str):
+    """Build the module-level `app` for `uvicorn service.app:app` on first access."""
+    if name == "app":
+        globals()["app"] = create_app()
+        return globals()["app"]
+    raise AttributeError(name)

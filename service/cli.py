@@ -1,0 +1,282 @@
+"""The `eulerbench` command line.
+
+    eulerbench up [BATCH] [--once]   embedded stack: Redis, worker, API; submit a batch
+    eulerbench solve FILE [--json]   solve specs in this process and print the results
+    eulerbench submit FILE           send a batch to a running service and follow it
+    eulerbench jobs / show ID / cancel ID
+    eulerbench api / worker          the service's processes (docker-compose.yml runs these)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+
+from service.batch import BatchError, fetch, format_table, load_batch, submit_batch, wait_for
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_URL = os.environ.get("EULERBENCH_URL", "http://127.0.0.1:8000")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; return the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=getattr(logging, args.log_level.upper()),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return args.handler(args)
+    except BatchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except httpx.HTTPError as exc:
+        print(f"error: cannot reach the service: {exc}", file=sys.stderr)
+        return 3
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the argument parser with every subcommand."""
+    parser = argparse.ArgumentParser(prog="eulerbench", description=(
+        "Benchmark solution methods of dynamic economic models by their Euler errors and timings."))
+    parser.add_argument("--log-level", default="warning",
+                        choices=["debug", "info", "warning", "error"], help="Logging level.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    up = commands.add_parser("up", help="Start Redis, a worker and the API on 127.0.0.1 and "
+                             "submit a batch.")
+    up.add_argument("batch", nargs="?", help="Batch file (YAML or JSON) to submit once the stack is up.")
+    up.add_argument("--once", action="store_true", help="Exit when the batch has ended, "
+                    "instead of serving until Ctrl-C.")
+    up.add_argument("--port", type=int, default=8000, help="API port on 127.0.0.1 (0 picks a free one).")
+    up.add_argument("--workers", type=int, default=1, help="Worker processes (jobs run at once).")
+    up.add_argument("--redis-url", default=None, help="Redis to use if it answers "
+                    "(default: EULERBENCH_REDIS_URL or REDIS_URL, else redis://127.0.0.1:6379/0); "
+                    "otherwise a private redis-server is started.")
+    up.add_argument("--log-dir", default=None, help="Folder for the worker and API logs.")
+    up.set_defaults(handler=cmd_up)
+
+    solve = commands.add_parser("solve", help="Solve the specs of FILE in this process.")
+    solve.add_argument("file", help="Spec or batch file (YAML or JSON).")
+    solve.add_argument("--json", action="store_true", help="Print the result records as JSON only.")
+    solve.set_defaults(handler=cmd_solve)
+
+    submit = commands.add_parser("submit", help="Send a batch to a running service and wait for it.")
+    submit.add_argument("file", help="Batch file (YAML or JSON).")
+    submit.add_argument("--no-wait", action="store_true", help="Print the job ids and exit.")
+    _add_url(submit)
+    submit.set_defaults(handler=cmd_submit)
+
+    jobs = commands.add_parser("jobs", help="List jobs of a running service, newest first.")
+    jobs.add_argument("--status", help="Only jobs with this status.")
+    jobs.add_argument("--model", help="Only jobs of this model.")
+    jobs.add_argument("--basis", help="Only jobs with this basis kind.")
+    jobs.add_argument("--limit", type=int, default=20, help="At most this many jobs (1-500).")
+    _add_url(jobs)
+    jobs.set_defaults(handler=cmd_jobs)
+
+    show = commands.add_parser("show", help="Print one job's record as JSON.")
+    show.add_argument("id", help="Job id.")
+    _add_url(show)
+    show.set_defaults(handler=cmd_show)
+
+    cancel = commands.add_parser("cancel", help="Cancel a queued or running job.")
+    cancel.add_argument("id", help="Job id.")
+    _add_url(cancel)
+    cancel.set_defaults(handler=cmd_cancel)
+
+    api = commands.add_parser("api", help="Serve the HTTP API (uvicorn).")
+    api.add_argument("--host", default="127.0.0.1", help="Address to bind.")
+    api.add_argument("--port", type=int, default=8000, help="Port to bind.")
+    api.set_defaults(handler=cmd_api)
+
+    worker = commands.add_parser("worker", help="Run a Celery worker.")
+    worker.add_argument("--queues", default="cpu", help="Comma-separated queues: cpu, gpu.")
+    worker.add_argument("--concurrency", type=int, default=1, help="Jobs run at once.")
+    worker.set_defaults(handler=cmd_worker)
+    return parser
+
+
+def _add_url(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--url", default=DEFAULT_URL,
+                        help="Service URL (default: EULERBENCH_URL or http://127.0.0.1:8000).")
+
+
+def cmd_solve(args: argparse.Namespace) -> int:
+    """Solve every spec of the file here and print the records (or a table)."""
+    from solvers.control import SolveControl
+    from solvers.record import JobRecord, utcnow
+    from solvers.run import run_spec
+
+    records = []
+    for spec in load_batch(args.file):
+        name = spec.label or spec.summary()
+        control = SolveControl(on_progress=_progress_printer(name, quiet=args.json))
+        created = utcnow()
+        outcome = run_spec(spec, control)
+        _clear_progress(args.json)
+        records.append(JobRecord(id=f"local-{uuid.uuid4().hex[:12]}", status=outcome.status, spec=spec,
+                                 created_at=created, started_at=created, finished_at=utcnow(),
+                                 **outcome.fields))
+    if args.json:
+        payload = [json.loads(r.model_dump_json()) for r in records]
+        print(json.dumps(payload[0] if len(payload) == 1 else payload, indent=2))
+    else:
+        print(format_table(records))
+    return 0 if all(r.status == "succeeded" for r in records) else 1
+
+
+def _progress_printer(name: str, quiet: bool):
+    """Return a progress callback that rewrites one stderr line at most twice a second."""
+    last = [0.0]
+
+    def show(iteration: int, residual: float, elapsed_s: float) -> None:
+        if quiet or time.monotonic() - last[0] < 0.5:
+            return
+        last[0] = time.monotonic()
+        print(f"\r{name}: iteration {iteration}, residual {residual:.2e}, {elapsed_s:.1f} s   ",
+              end="", file=sys.stderr, flush=True)
+
+    return show
+
+
+def _clear_progress(quiet: bool) -> None:
+    if not quiet:
+        print("\r" + " " * 78 + "\r", end="", file=sys.stderr, flush=True)
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    """Validate a batch, submit it, follow it, and print the table."""
+    specs = load_batch(args.file)
+    with httpx.Client(base_url=args.url, timeout=30) as client:
+        ids = submit_batch(client, specs)
+        if args.no_wait:
+            print("\n".join(ids))
+            return 0
+        records = wait_for(client, ids)
+    print(format_table(records))
+    return 0 if all(r.status == "succeeded" for r in records) else 1
+
+
+def cmd_jobs(args: argparse.Namespace) -> int:
+    """Print a table of recent jobs."""
+    from solvers.record import JobRecord
+
+    params = {k: v for k, v in (("status", args.status), ("model", args.model),
+                                ("basis", args.basis), ("limit", args.limit)) if v is not None}
+    with httpx.Client(base_url=args.url, timeout=30) as client:
+        reply = client.get("/v1/jobs", params=params)
+    if reply.status_code != 200:
+        print(f"error: {reply.json().get('message', reply.text)}", file=sys.stderr)
+        return 2
+    page = reply.json()
+    records = [JobRecord.model_validate(item) for item in page["items"]]
+    for record in records:
+        print(f"{record.id}  {record.status:9}  {record.created_at:%Y-%m-%d %H:%M:%S}  "
+              f"{record.spec.label or record.spec.summary()}")
+    print(f"{len(records)} of {page['total']} jobs")
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    """Print one job record as JSON."""
+    with httpx.Client(base_url=args.url, timeout=30) as client:
+        reply = client.get(f"/v1/jobs/{args.id}")
+    if reply.status_code == 404:
+        print(f"error: job {args.id} not found", file=sys.stderr)
+        return 2
+    reply.raise_for_status()
+    print(json.dumps(reply.json(), indent=2))
+    return 0
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    """Cancel one job and print its status."""
+    with httpx.Client(base_url=args.url, timeout=30) as client:
+        reply = client.post(f"/v1/jobs/{args.id}/cancel")
+    if reply.status_code != 200:
+        print(f"error: {reply.json().get('detail', reply.text)}", file=sys.stderr)
+        return 2
+    print(f"{args.id}: {reply.json()['status']}")
+    return 0
+
+
+def cmd_api(args: argparse.Namespace) -> int:
+    """Serve the API with uvicorn until stopped."""
+    import uvicorn
+
+    uvicorn.run("service.app:app", host=args.host, port=args.port, log_level=args.log_level)
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    """Run a Celery worker on the given queues until stopped."""
+    from worker.celery_app import QUEUES, THREADS_ENV, app
+
+    queues = [q.strip() for q in args.queues.split(",") if q.strip()]
+    unknown = sorted(set(queues) - set(QUEUES))
+    if unknown or not queues:
+        print(f"error: unknown queue(s) {unknown or queues}; valid choices: {', '.join(QUEUES)}",
+              file=sys.stderr)
+        return 2
+    if args.concurrency < 1:
+        print(f"error: --concurrency must be at least 1; got {args.concurrency}", file=sys.stderr)
+        return 2
+    threads = max(1, (os.cpu_count() or 1) // args.concurrency)
+    os.environ.setdefault(THREADS_ENV, str(threads))
+    app.worker_main(["worker", "--queues", ",".join(queues), "--concurrency", str(args.concurrency),
+                     "--pool", "prefork", "--loglevel", args.log_level.upper(), "--without-gossip",
+                     "--without-mingle"])
+    return 0
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    """Start the embedded stack, run the batch, print the table, then serve until Ctrl-C."""
+    from service.embedded import StackError, start_stack
+    from worker.settings import get_settings
+
+    specs = load_batch(args.batch) if args.batch else []
+    redis_url = args.redis_url or get_settings().redis_url
+    print("starting Redis, a worker and the API on 127.0.0.1 ...", file=sys.stderr)
+    try:
+        stack = start_stack(redis_url, port=args.port or None, concurrency=args.workers,
+                            log_dir=Path(args.log_dir) if args.log_dir else None)
+    except StackError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 4
+    print(f"API at {stack.api_url} (docs at {stack.api_url}/docs), Redis at {stack.redis_url}, "
+          f"logs in {stack.log_dir}", file=sys.stderr)
+    status = 0
+    try:
+        if specs:
+            with httpx.Client(base_url=stack.api_url, timeout=30) as client:
+                records = wait_for(client, submit_batch(client, specs))
+            print(format_table(records))
+            status = 0 if all(r.status == "succeeded" for r in records) else 1
+        if not args.once:
+            print(f"serving at {stack.api_url}; submit more with "
+                  f"`eulerbench submit FILE --url {stack.api_url}`; Ctrl-C stops.", file=sys.stderr)
+            while all(p.poll() is None for p in stack.processes):
+                time.sleep(1)
+            print("error: a process of the stack exited; see the logs", file=sys.stderr)
+            status = 4
+    except KeyboardInterrupt:
+        print("stopping ...", file=sys.stderr)
+    finally:
+        stack.stop()
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

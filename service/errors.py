@@ -1,0 +1,92 @@
+"""Readable validation errors: the field path, the value, and what would be valid."""
+
+from __future__ import annotations
+
+import types
+import typing
+from typing import Any
+
+from pydantic import BaseModel
+
+
+def describe_errors(errors: list[dict[str, Any]], root: type[BaseModel]) -> list[dict[str, Any]]:
+    """Turn pydantic error dicts into dicts with a dotted `field`, the `input` and a full `msg`.
+
+    Union tags that pydantic puts in the location (`method.basis.chebyshev.degree`) are
+    dropped from `field`. An unknown key gets the list of valid keys at that place.
+    """
+    described = []
+    for error in errors:
+        loc = [part for part in error.get("loc", ()) if part != "body"]
+        model, path = _walk(root, loc[:-1] if error.get("type") == "extra_forbidden" else loc)
+        if error.get("type") == "extra_forbidden":
+            path.append(str(loc[-1]))
+        field = ".".join(path) or "(body)"
+        message = error.get("msg", "invalid value")
+        if error.get("type") == "extra_forbidden" and model is not None:
+            message = f"unknown field {loc[-1]!r}; valid fields: {', '.join(model.model_fields)}"
+        item = {"field": field, "msg": message, "type": error.get("type"), "loc": list(error.get("loc", ()))}
+        if "input" in error and error.get("type") != "extra_forbidden":
+            item["input"] = _jsonable(error["input"])
+        described.append(item)
+    return described
+
+
+def summarize(described: list[dict[str, Any]]) -> str:
+    """Return one line per error, `field: message (got value)`."""
+    lines = []
+    for item in described:
+        got = f" (got {item['input']!r})" if "input" in item and not isinstance(item["input"], dict) else ""
+        lines.append(f"{item['field']}: {item['msg']}{got}")
+    return "; ".join(lines)
+
+
+def _walk(model: Any, loc: list[Any]) -> tuple[type[BaseModel] | None, list[str]]:
+    """Follow loc through nested models; return the model reached and the readable path."""
+    path: list[str] = []
+    current: Any = model
+    for part in loc:
+        options = _members(current)
+        tagged = [m for m in options if _tag(m) == part]
+        if tagged:
+            current = tagged[0]
+            continue
+        path.append(str(part))
+        models = [m for m in options if isinstance(m, type) and issubclass(m, BaseModel)]
+        if models and isinstance(part, str) and part in models[0].model_fields:
+            current = models[0].model_fields[part].annotation
+        elif isinstance(part, int):
+            args = [a for m in options for a in typing.get_args(m)]
+            current = args[0] if args else None
+        else:
+            current = None
+    members = [m for m in _members(current) if isinstance(m, type) and issubclass(m, BaseModel)]
+    return (members[0] if len(members) == 1 else None), path
+
+
+def _members(annotation: Any) -> list[Any]:
+    """Return the alternatives of a union or Annotated type, or the type itself."""
+    origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        return _members(typing.get_args(annotation)[0])
+    if origin is typing.Union or origin is types.UnionType:
+        return [m for arg in typing.get_args(annotation) for m in _members(arg)]
+    return [annotation] if annotation is not None else []
+
+
+def _tag(member: Any) -> Any:
+    """Return the `kind` literal of a tagged union member, or None."""
+    if not (isinstance(member, type) and issubclass(member, BaseModel)):
+        return None
+    field = member.model_fields.get("kind")
+    args = typing.get_args(field.annotation) if field is not None else ()
+    return args[0] if len(args) == 1 else None
+
+
+def _jsonable(value: Any) -> Any:
+    """Return value if JSON can carry it, else its repr."""
+    if value is None or isinstance(value, (str, int, bool, list, dict)):
+        return value
+    if isinstance(value, float):
+        return value if value == value and abs(value) != float("inf") else repr(value)
+    return repr(value)

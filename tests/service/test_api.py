@@ -1,0 +1,161 @@
+"""The HTTP API with a real Celery worker process and a real Redis."""
+
+import math
+import time
+
+import httpx
+import pytest
+
+from solvers.record import JobRecord
+from worker.settings import get_settings
+from worker.store import JobStore
+
+
+@pytest.fixture(scope="module")
+def client(stack):
+    with httpx.Client(base_url=stack.api_url, timeout=30) as http:
+        yield http
+
+
+def wait_status(client, job_id, statuses, timeout_s=120):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        record = client.get(f"/v1/jobs/{job_id}").json()
+        if record["status"] in statuses:
+            return record
+        time.sleep(0.2)
+    raise AssertionError(f"job {job_id} still {record['status']} after {timeout_s} s")
+
+
+def test_healthz(client):
+    reply = client.get("/healthz")
+    assert reply.status_code == 200
+    assert reply.json() == {"status": "ok", "redis": True}
+
+
+def test_job_solved_by_worker(client):
+    reply = client.post("/v1/jobs", json={"label": "api test",
+                                          "method": {"basis": {"kind": "chebyshev", "degree": 6}}})
+    assert reply.status_code == 202
+    job_id = reply.json()["id"]
+    assert reply.json()["url"] == f"/v1/jobs/{job_id}"
+
+    record = wait_status(client, job_id, {"succeeded", "failed", "diverged"})
+    assert record["status"] == "succeeded"
+    assert record["spec"]["model"]["params"]["beta"] == 0.99
+    assert record["spec"]["method"]["algorithm"]["kind"] == "newton"
+    assert record["errors"]["box"]["max_log10"] < -6
+    assert record["errors"]["path"]["max_log10"] < -6
+    assert record["errors"]["closed_form"] is None
+    assert set(record["timings"]) == {"setup_s", "solve_s", "evaluate_s", "total_s", "solve_cpu_s"}
+    assert record["n_params"] == 49
+    assert record["n_conditions"] == 49
+    assert record["converged"] is True
+    assert record["iterations"] >= 1
+    assert record["attempts"] == 1
+    assert record["hardware"]["cpu_count"] >= 1
+    assert "torch" in record["versions"]
+    assert record["created_at"] <= record["started_at"] <= record["finished_at"]
+    assert record["history"][0][0] == 0
+
+    policy = client.get(f"/v1/jobs/{job_id}/policy").json()
+    assert len(policy["theta"]) == 49
+
+
+def test_invalid_spec_gets_422_naming_field(client):
+    reply = client.post("/v1/jobs", json={"method": {"basis": {"kind": "chebyshev", "degree": 99}}})
+    assert reply.status_code == 422
+    [item] = reply.json()["detail"]
+    assert item["field"] == "method.basis.degree"
+    assert item["input"] == 99
+    assert "1 <= value <= 40" in item["msg"]
+    assert "method.basis.degree" in reply.json()["message"]
+
+
+def test_unknown_key_lists_valid_fields(client):
+    reply = client.post("/v1/jobs", json={"model": {"params": {"bta": 0.9}},
+                                          "method": {"basis": {"kind": "spline"}}})
+    assert reply.status_code == 422
+    [item] = reply.json()["detail"]
+    assert item["field"] == "model.params.bta"
+    assert "valid fields: alpha, beta" in item["msg"]
+
+
+def test_malformed_json_gets_422(client):
+    reply = client.post("/v1/jobs", content=b"{not json", headers={"content-type": "application/json"})
+    assert reply.status_code == 422
+
+
+def test_unknown_job_404(client):
+    assert client.get("/v1/jobs/does-not-exist").status_code == 404
+    assert client.post("/v1/jobs/does-not-exist/cancel").status_code == 404
+
+
+def test_list_filters(client):
+    ids = [client.post("/v1/jobs", json={"method": {"basis": {"kind": kind, **extra}}}).json()["id"]
+           for kind, extra in (("chebyshev", {"degree": 3}), ("spline", {"n_basis": 6}))]
+    for job_id in ids:
+        wait_status(client, job_id, {"succeeded"})
+    page = client.get("/v1/jobs", params={"basis": "spline", "limit": 500}).json()
+    assert ids[1] in [item["id"] for item in page["items"]]
+    assert all(item["spec"]["method"]["basis"]["kind"] == "spline" for item in page["items"])
+    page = client.get("/v1/jobs", params={"limit": 1}).json()
+    assert len(page["items"]) == 1
+    assert page["total"] >= 2
+    assert client.get("/v1/jobs", params={"status": "bogus"}).status_code == 422
+
+
+def test_queued_job_cancelled_and_deleted(client):
+    # No worker listens on the gpu queue here, so this job stays queued.
+    job_id = client.post("/v1/jobs", json={"method": {"basis": {"kind": "nn"}}, "device": "gpu"}).json()["id"]
+    assert client.get(f"/v1/jobs/{job_id}").json()["status"] == "queued"
+    assert client.delete(f"/v1/jobs/{job_id}").status_code == 409
+    reply = client.post(f"/v1/jobs/{job_id}/cancel")
+    assert reply.status_code == 200
+    assert reply.json()["status"] == "cancelled"
+    assert client.post(f"/v1/jobs/{job_id}/cancel").status_code == 409
+    assert client.delete(f"/v1/jobs/{job_id}").status_code == 204
+    assert client.get(f"/v1/jobs/{job_id}").status_code == 404
+
+
+def test_running_job_cancelled(client):
+    job_id = client.post("/v1/jobs", json={"method": {"basis": {"kind": "nn"},
+                                                      "algorithm": {"kind": "adam", "steps": 1_000_000}}}).json()["id"]
+    wait_status(client, job_id, {"running"})
+    client.post(f"/v1/jobs/{job_id}/cancel")
+    record = wait_status(client, job_id, {"cancelled", "succeeded", "failed"}, timeout_s=60)
+    assert record["status"] == "cancelled"
+    assert record["iterations"] >= 0
+
+
+def test_time_limit_gives_timed_out(client):
+    job_id = client.post("/v1/jobs", json={"method": {"basis": {"kind": "nn"},
+                                                      "algorithm": {"kind": "adam", "steps": 1_000_000}},
+                                           "time_limit_s": 3}).json()["id"]
+    record = wait_status(client, job_id, {"timed_out", "succeeded", "failed"}, timeout_s=90)
+    assert record["status"] == "timed_out"
+    assert record["iterations"] > 0
+    assert record["progress"]["iteration"] == record["iterations"]
+    assert "time limit" in record["error"]
+
+
+def test_non_finite_floats_through_api(client, stack):
+    store = JobStore.from_url(stack.redis_url, get_settings().key_prefix)
+    job_id = client.post("/v1/jobs", json={"method": {"basis": {"kind": "nn"}}, "device": "gpu"}).json()["id"]
+    errors = {"box": {"max_log10": float("-inf"), "mean_log10": float("nan")},
+              "path": {"max_log10": float("inf"), "mean_log10": 0.0, "share_outside_box": 1.0}}
+    store.finish(job_id, "diverged", {"errors": errors, "error": "test"})
+    reply = client.get(f"/v1/jobs/{job_id}")
+    assert reply.status_code == 200
+    assert reply.json()["errors"]["box"]["max_log10"] == "-Infinity"
+    record = JobRecord.model_validate_json(reply.content)
+    assert record.errors.path.max_log10 == math.inf
+    assert math.isnan(record.errors.box.mean_log10)
+    listed = client.get("/v1/jobs", params={"status": "diverged"})
+    assert listed.status_code == 200
+
+
+def test_openapi_docs(client):
+    assert client.get("/docs").status_code == 200
+    schema = client.get("/openapi.json").json()
+    assert "/v1/jobs" in schema["paths"]

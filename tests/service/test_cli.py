@@ -1,0 +1,93 @@
+"""The eulerbench command line, run as a subprocess the way a user runs it."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from service.batch import BatchError, load_batch
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def eulerbench(*args, env=None, timeout=300):
+    return subprocess.run([sys.executable, "-m", "service.cli", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "examples").glob("*.[jy]*")), ids=lambda p: p.name)
+def test_examples_are_valid(path):
+    assert load_batch(path)
+
+
+def test_solve_json_prints_record():
+    result = eulerbench("solve", "examples/chebyshev.json", "--json")
+    assert result.returncode == 0, result.stderr
+    record = json.loads(result.stdout)
+    assert record["status"] == "succeeded"
+    assert record["errors"]["box"]["max_log10"] <= -11
+    assert record["spec"]["method"]["quadrature_nodes"] == 10
+
+
+def test_solve_table(tmp_path):
+    batch = tmp_path / "batch.yaml"
+    batch.write_text("jobs:\n  - label: small chebyshev\n    method: {basis: {kind: chebyshev, degree: 4}}\n")
+    result = eulerbench("solve", str(batch))
+    assert result.returncode == 0, result.stderr
+    assert "small chebyshev" in result.stdout
+    assert "succeeded" in result.stdout
+
+
+def test_invalid_batch_names_job_and_field(tmp_path):
+    batch = tmp_path / "bad.yaml"
+    batch.write_text("jobs:\n  - method: {basis: {kind: chebyshev}}\n"
+                     "  - method: {basis: {kind: spline, n_basis: 2}}\n")
+    result = eulerbench("solve", str(batch))
+    assert result.returncode == 2
+    assert "job 1 is invalid" in result.stderr
+    assert "method.basis.n_basis" in result.stderr
+    assert "4 <= value <= 400" in result.stderr
+
+
+def test_missing_file_is_clear_error(tmp_path):
+    with pytest.raises(BatchError, match="cannot read batch file"):
+        load_batch(tmp_path / "absent.yaml")
+
+
+def test_empty_batch_rejected(tmp_path):
+    batch = tmp_path / "empty.yaml"
+    batch.write_text("jobs: []\n")
+    with pytest.raises(BatchError, match="non-empty 'jobs' list"):
+        load_batch(batch)
+
+
+def test_submit_follows_batch(stack, tmp_path):
+    batch = tmp_path / "batch.yaml"
+    batch.write_text("jobs:\n  - label: submitted spline\n    method: {basis: {kind: spline, n_basis: 8}}\n"
+                     "  - label: submitted chebyshev\n    method: {basis: {kind: chebyshev, degree: 5}}\n")
+    result = eulerbench("submit", str(batch), "--url", stack.api_url)
+    assert result.returncode == 0, result.stderr
+    assert "submitted spline" in result.stdout
+    assert "submitted chebyshev" in result.stdout
+    assert result.stdout.count("succeeded") == 2
+
+    listed = eulerbench("jobs", "--url", stack.api_url, "--basis", "spline")
+    assert listed.returncode == 0
+    assert "submitted spline" in listed.stdout
+
+
+def test_up_once_runs_batch_on_private_redis(tmp_path):
+    # A Redis URL that nothing answers makes `up` start its own redis-server.
+    batch = tmp_path / "batch.yaml"
+    batch.write_text("jobs:\n  - label: embedded chebyshev\n    method: {basis: {kind: chebyshev, degree: 6}}\n"
+                     "  - label: embedded spline\n    method: {basis: {kind: spline, n_basis: 10}}\n")
+    result = eulerbench("up", str(batch), "--once", "--port", "0", "--redis-url", "redis://127.0.0.1:1/0",
+                        "--log-dir", str(tmp_path / "logs"), timeout=240)
+    assert result.returncode == 0, result.stderr
+    assert "embedded chebyshev" in result.stdout
+    assert "embedded spline" in result.stdout
+    assert result.stdout.count("succeeded") == 2
+    assert "API at http://127.0.0.1:" in result.stderr
+    assert "Redis at redis://127.0.0.1:1/" not in result.stderr
