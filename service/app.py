@@ -89,6 +89,11 @@ def _add_job_routes(app: FastAPI) -> None:
     @app.post("/v1/jobs", status_code=202, response_model=JobAccepted)
     def submit_job(spec: JobSpec) -> JobAccepted:
         """Queue a solve job; the reply carries its id."""
+        limit = app.state.settings.max_time_limit_s
+        if spec.time_limit_s > limit:
+            detail = [{"field": "time_limit_s", "input": spec.time_limit_s, "type": "limit",
+                       "msg": f"{spec.time_limit_s:g} s exceeds this service's limit of {limit:g} s"}]
+            raise HTTPException(422, detail)
         record = app.state.store.create(spec)
         _enqueue(app, record)
         return JobAccepted(id=record.id, status="queued", url=f"/v1/jobs/{record.id}")

@@ -63,6 +63,16 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def port_is_free(port: int) -> bool:
+    """Return True when nothing listens on 127.0.0.1:port."""
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 def start_redis(timeout_s: float = 15.0) -> tuple[str, subprocess.Popen]:
     """Start a private redis-server on a free loopback port; return its URL and process."""
     binary, port = find_redis_server(), free_port()
@@ -124,6 +134,10 @@ class Stack:
 def start_stack(redis_url: str, port: int | None = None, concurrency: int = 1,
                 log_dir: Path | None = None, timeout_s: float = 60.0) -> Stack:
     """Start Redis (unless redis_url answers), one worker and the API; wait until all answer."""
+    port = port or free_port()
+    if not port_is_free(port):
+        raise StackError(f"port {port} on 127.0.0.1 is already in use; pass --port with "
+                         f"another port, or --port 0 to pick a free one")
     processes: list[subprocess.Popen] = []
     if not redis_answers(redis_url):
         redis_url, redis_process = start_redis()
@@ -131,7 +145,6 @@ def start_stack(redis_url: str, port: int | None = None, concurrency: int = 1,
     log_dir = Path(log_dir or tempfile.mkdtemp(prefix="eulerbench-logs-"))
     log_dir.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "EULERBENCH_REDIS_URL": redis_url}
-    port = port or free_port()
     stack = Stack(redis_url, f"http://127.0.0.1:{port}", processes, log_dir)
     try:
         for name, command in (("worker", worker_command(concurrency)),

@@ -134,9 +134,9 @@ class SplineBasis(TensorBasis):
         t, p = self.knots[dim], self.order
         if not derivative:
             return BSpline.design_matrix(x, t, p, extrapolate=True)
-        # B'_{i,p} = p / (t_{i+p} - t_i) B_{i,p-1} - p / (t_{i+p+1} - t_{i+1}) B_{i+1,p-1}
-        # (de Boor, A Practical Guide to Splines, ch. X). The degree p - 1 functions that
-        # are not identically zero live on the knots t[1:-1].
+        # The derivative recurrence of B-splines,
+        # B'_{i,p} = p / (t_{i+p} - t_i) B_{i,p-1} - p / (t_{i+p+1} - t_{i+1}) B_{i+1,p-1}.
+        # The degree p - 1 functions that are not identically zero live on the knots t[1:-1].
         lower = BSpline.design_matrix(x, t[1:-1], p - 1, extrapolate=True)
         return (lower @ self._derivative_map(dim)).tocsr()
 

@@ -13,7 +13,7 @@ and the Euler equation `c^-gamma = beta E[c'^-gamma R']` with the gross return
     e(s) = beta E[c'^-gamma R'] / c^-gamma - 1.
 
 With gamma = 1 and delta = 1 the policy is known in closed form,
-`k' = alpha beta z k^alpha` (Brock and Mirman, 1972).
+`k' = alpha beta z k^alpha`.
 
 The residual functions accept numpy arrays or torch tensors, so the neural-network
 solver trains on exactly the equation the evaluator checks.
