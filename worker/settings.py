@@ -23,6 +23,8 @@ class Settings(BaseSettings):
     time_limit_grace_s: float = Field(
         60.0, description="Seconds past a job's time_limit_s before Celery's soft limit "
         "stops it; the solver stops itself at time_limit_s, and evaluation needs a few seconds.")
+    max_attempts: int = Field(
+        3, description="Deliveries of a job whose worker died before it is recorded as failed.")
     progress_interval_s: float = Field(
         0.5, description="Least seconds between two progress writes of a running job.")
 

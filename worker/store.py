@@ -129,11 +129,21 @@ class JobStore:
         self.client.transaction(transaction, key)
         return result[0]
 
-    def start(self, job_id: str, worker: str) -> JobRecord | None:
-        """Mark a job running on worker; return None when it already ended (or was cancelled)."""
+    def start(self, job_id: str, worker: str, max_attempts: int = 3) -> JobRecord | None:
+        """Mark a job running on worker; return None when it has ended and must not run.
+
+        A job delivered again after max_attempts starts (its workers died each time) is
+        recorded as failed instead of being run once more.
+        """
         def change(record: JobRecord) -> JobRecord | None:
             if record.status in TERMINAL_STATUSES:
                 return None
+            if record.attempts >= max_attempts:
+                logger.error("job %s failed: started %d times without finishing", job_id, record.attempts)
+                return record.model_copy(update={
+                    "status": "failed", "finished_at": utcnow(),
+                    "error": f"started {record.attempts} times without finishing (workers died "
+                             f"or were killed); not retried"})
             if record.status == "running":
                 logger.warning("job %s delivered again (attempt %d); it was running on %s",
                                job_id, record.attempts + 1, record.worker)
@@ -141,7 +151,8 @@ class JobStore:
                 "status": "running", "worker": worker, "attempts": record.attempts + 1,
                 "started_at": utcnow()})
 
-        return self._update(job_id, change)
+        updated = self._update(job_id, change)
+        return updated if updated is not None and updated.status == "running" else None
 
     def progress(self, job_id: str, iteration: int, residual: float, elapsed_s: float) -> None:
         """Record the latest progress of a running job; ignored once it has ended."""

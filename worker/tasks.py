@@ -7,7 +7,8 @@ import time
 from functools import lru_cache
 
 import redis
-from celery.exceptions import SoftTimeLimitExceeded
+from celery import Task
+from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
 
 from solvers.control import SolveControl
 from solvers.run import Outcome, machine_fields, run_spec
@@ -25,12 +26,36 @@ def get_store() -> JobStore:
     return JobStore.from_url(settings.redis_url, settings.key_prefix)
 
 
-@app.task(name="eulerbench.run_job", bind=True)
+class JobTask(Task):
+    """Task base that records a job as ended when Celery itself fails it.
+
+    A hard time limit kills the process running the job, and an unexpected exception
+    escapes `run_job`; in both cases Celery calls `on_failure` in the worker, and the
+    record would otherwise stay `running` for ever.
+    """
+
+    def on_failure(self, exc, task_id, args, kwargs, einfo) -> None:
+        job_id = args[0] if args else kwargs.get("job_id")
+        if job_id is None:
+            return
+        if isinstance(exc, TimeLimitExceeded):
+            status, message = "timed_out", f"hard time limit exceeded; the process was killed ({exc})"
+        else:
+            status, message = "failed", f"{type(exc).__name__}: {exc}"
+        logger.error("job %s: task %s failed: %s", job_id, task_id, message)
+        try:
+            get_store().finish(job_id, status, {"error": message})
+        except (redis.RedisError, JobNotFound) as store_error:
+            logger.error("job %s: failure not recorded: %s", job_id, store_error)
+
+
+@app.task(name="eulerbench.run_job", bind=True, base=JobTask)
 def run_job(self, job_id: str) -> str:
     """Run the job job_id from the store; return its final status."""
     store = get_store()
     try:
-        record = store.start(job_id, worker=self.request.hostname or "unknown")
+        record = store.start(job_id, worker=self.request.hostname or "unknown",
+                             max_attempts=get_settings().max_attempts)
     except JobNotFound:
         logger.error("job %s not found in the store; message dropped", job_id)
         return "missing"

@@ -141,3 +141,13 @@ def test_non_finite_floats_round_trip(store):
     assert back.errors.box.max_log10 == float("-inf")
     assert math.isnan(back.errors.box.mean_log10)
     assert JobRecord.model_validate_json(raw).errors.path.max_log10 == float("inf")
+
+
+def test_repeated_deliveries_give_up(store):
+    record = store.create(make_spec())
+    for attempt in range(3):
+        assert store.start(record.id, worker=f"w{attempt}", max_attempts=3).status == "running"
+    assert store.start(record.id, worker="w3", max_attempts=3) is None
+    failed = store.get(record.id)
+    assert failed.status == "failed"
+    assert "started 3 times" in failed.error
