@@ -81,7 +81,7 @@ def _add_error_handlers(app: FastAPI) -> None:
 def _add_job_routes(app: FastAPI) -> None:
     @app.get("/healthz")
     def healthz() -> JSONResponse:
-        """Report whether the job store (Redis) answers."""
+        """Report whether the job store (Redis) replies to PING."""
         ok = app.state.store.ping()
         return JSONResponse({"status": "ok" if ok else "unavailable", "redis": ok},
                             status_code=200 if ok else 503)
@@ -146,7 +146,7 @@ def _add_job_routes(app: FastAPI) -> None:
 
 
 def _get(app: FastAPI, job_id: str) -> JobRecord:
-    """Return a record or answer 404."""
+    """Return a record, or raise HTTP 404."""
     try:
         return app.state.store.get(job_id)
     except JobNotFound:
@@ -154,7 +154,7 @@ def _get(app: FastAPI, job_id: str) -> JobRecord:
 
 
 def _enqueue(app: FastAPI, record: JobRecord) -> None:
-    """Send the job to its queue; mark it failed and answer 503 when the broker is down."""
+    """Send the job to its queue; mark it failed and return 503 when the broker is down."""
     spec = record.spec
     settings: Settings = app.state.settings
     queue = "gpu" if spec.device == "gpu" else "cpu"

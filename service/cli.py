@@ -61,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "instead of serving until Ctrl-C.")
     up.add_argument("--port", type=int, default=8000, help="API port on 127.0.0.1 (0 picks a free one).")
     up.add_argument("--workers", type=int, default=1, help="Worker processes (jobs run at once).")
-    up.add_argument("--redis-url", default=None, help="Redis to use if it answers "
+    up.add_argument("--redis-url", default=None, help="Redis to use if it responds "
                     "(default: EULERBENCH_REDIS_URL or REDIS_URL, else redis://127.0.0.1:6379/0); "
                     "otherwise a private redis-server is started.")
     up.add_argument("--log-dir", default=None, help="Folder for the worker and API logs.")

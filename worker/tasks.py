@@ -30,8 +30,8 @@ class JobTask(Task):
     """Task base that records a job as ended when Celery itself fails it.
 
     A hard time limit kills the process running the job, and an unexpected exception
-    escapes `run_job`; in both cases Celery calls `on_failure` in the worker, and the
-    record would otherwise stay `running` for ever.
+    escapes `run_job`. In both cases Celery calls `on_failure` in the worker. Without it
+    the record would stay `running` for ever.
     """
 
     def on_failure(self, exc, task_id, args, kwargs, einfo) -> None:
