@@ -9,9 +9,10 @@ the valid range in the message.
 from __future__ import annotations
 
 import math
+import unicodedata
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictFloat, StrictInt, model_validator
 
 SPEC_VERSION = 1
 
@@ -23,20 +24,24 @@ def bounded(
     lower_open: bool = False,
     upper_open: bool = False,
     integer: bool = False,
+    strict: bool = True,
 ) -> Any:
     """Build a number type whose error message states the whole valid range.
 
-    pydantic's own `gt`/`le` messages name one bound only; a researcher fixing a spec
+    pydantic's own `gt`/`le` messages name one bound only. A researcher fixing a spec
     wants both, so the check is done here and the bounds are copied into the JSON schema.
+    With strict (the default for specs) a string or a boolean is not a number, and an
+    integer setting takes no fractional value; query parameters, which arrive as
+    strings, use strict=False.
     """
     low_sign = "<" if lower_open else "<="
     high_sign = "<" if upper_open else "<="
     parts = []
     if lower is not None:
-        parts.append(f"{lower:g} {low_sign}")
+        parts.append(f"{_format_bound(lower)} {low_sign}")
     parts.append("value")
     if upper is not None:
-        parts.append(f"{high_sign} {upper:g}")
+        parts.append(f"{high_sign} {_format_bound(upper)}")
     valid = " ".join(parts)
 
     def check(value: float) -> float:
@@ -53,8 +58,27 @@ def bounded(
         schema["exclusiveMinimum" if lower_open else "minimum"] = lower
     if upper is not None:
         schema["exclusiveMaximum" if upper_open else "maximum"] = upper
-    base = int if integer else float
+    if strict:
+        base = StrictInt if integer else StrictFloat
+    else:
+        base = int if integer else float
     return Annotated[base, AfterValidator(check), Field(json_schema_extra=schema)]
+
+
+def _format_bound(bound: float) -> str:
+    """Write a bound as an integer when it is one (4294967295, not 4.29497e+09)."""
+    return str(int(bound)) if float(bound).is_integer() else f"{bound:g}"
+
+
+def check_label(label: str | None) -> str | None:
+    """Reject control and format characters, which would break tables and logs."""
+    if label is None:
+        return None
+    for position, char in enumerate(label):
+        if unicodedata.category(char) in ("Cc", "Cf"):
+            raise ValueError(f"label contains the control character U+{ord(char):04X} at "
+                             f"position {position}; use printable text only")
+    return label
 
 
 class StrictModel(BaseModel):
@@ -94,6 +118,26 @@ class GrowthParams(StrictModel):
         "in unconditional standard deviations of log z.")
 
 
+    @model_validator(mode="after")
+    def check_steady_state(self) -> "GrowthParams":
+        """Reject calibrations whose steady-state capital is not a usable number."""
+        kss = _steady_state_capital(self.alpha, self.beta, self.delta)
+        if not (math.isfinite(kss) and 1e-8 < kss < 1e8):
+            raise ValueError(
+                f"steady-state capital (alpha / (1 / beta - 1 + delta))^(1 / (1 - alpha)) is "
+                f"{kss:g} for alpha={self.alpha}, beta={self.beta}, delta={self.delta}; "
+                f"it must lie between 1e-8 and 1e8, so choose a smaller alpha or other values")
+        return self
+
+
+def _steady_state_capital(alpha: float, beta: float, delta: float) -> float:
+    """Return steady-state capital, or inf when the power overflows."""
+    try:
+        return (alpha / (1 / beta - 1 + delta)) ** (1 / (1 - alpha))
+    except OverflowError:
+        return math.inf
+
+
 class GrowthModelSpec(StrictModel):
     """The growth model and its calibration."""
 
@@ -125,7 +169,9 @@ class SplineBasis(BasisSettings):
     kind: Literal["spline"]
     order: Literal[3] = Field(
         3, description="Polynomial degree of each piece; 3 is cubic.")
-    n_basis: bounded(4, 400, integer=True) = Field(
+    # NOTE: the cap keeps the sparse Newton solve within minutes and about 1 GB: n_basis
+    # 160 took 58 s and 0.7 GB on a 2-core VM, and 400 grew past 4.8 GB before its first step.
+    n_basis: bounded(4, 150, integer=True) = Field(
         30, description="Basis functions per state; K = n_basis^2 coefficients.")
 
 
@@ -140,8 +186,8 @@ class NNBasis(BasisSettings):
         "because the network is trained only on sampled states in this domain, and the "
         "evaluator's 10,000-period path reaches log z about 4 standard deviations from 0 "
         "under the default calibration. Capital's lower end never goes below half the box's.")
-    width: bounded(1, 4096, integer=True) = Field(64, description="Neurons per hidden layer.")
-    depth: bounded(1, 16, integer=True) = Field(2, description="Number of hidden layers.")
+    width: bounded(1, 1024, integer=True) = Field(64, description="Neurons per hidden layer.")
+    depth: bounded(1, 8, integer=True) = Field(2, description="Number of hidden layers.")
     activation: Literal["tanh", "relu", "sigmoid", "silu"] = "tanh"
 
 
@@ -216,7 +262,8 @@ class JobSpec(StrictModel):
     """One solve job: a model, a method, a seed, a device and a time limit."""
 
     schema_version: Literal[1] = SPEC_VERSION
-    label: str | None = Field(None, max_length=200, description="Free text shown in tables.")
+    label: Annotated[str | None, AfterValidator(check_label)] = Field(
+        None, max_length=200, description="Free text shown in tables; printable characters only.")
     model: GrowthModelSpec = Field(default_factory=GrowthModelSpec)
     method: MethodSpec
     seed: bounded(0, 2**32 - 1, integer=True) = Field(
