@@ -91,15 +91,20 @@ def euler_system(model: GrowthModel, basis: TensorBasis, theta: np.ndarray,
 
 
 def solve_newton(model: GrowthModel, basis: TensorBasis, eps: np.ndarray, weights: np.ndarray,
-                 tol: float, max_iterations: int, control: SolveControl) -> NewtonResult:
-    """Solve the collocation system by damped Newton steps from the model's first guess.
+                 tol: float, max_iterations: int, control: SolveControl,
+                 first_guess=None) -> NewtonResult:
+    """Solve the collocation system by damped Newton steps from a first guess of consumption.
+
+    first_guess(k, log z) defaults to the model's `initial_consumption`, which is the exact
+    policy in the closed-form case.
 
     Stops when max |R| < tol, when no step along the Newton direction lowers ||R||_2
     (a floor set by rounding), or after max_iterations. Raises SolveDiverged when the
     first guess or every damped step gives a non-finite residual.
     """
     nodes = basis.nodes()
-    theta = _fit(basis, nodes, model.initial_consumption(nodes[:, 0], nodes[:, 1]))
+    first_guess = first_guess or model.initial_consumption
+    theta = _fit(basis, nodes, first_guess(nodes[:, 0], nodes[:, 1]))
     with np.errstate(all="ignore"):
         residual, jacobian = euler_system(model, basis, theta, nodes, eps, weights)
     norm = _norm(residual)
@@ -109,8 +114,9 @@ def solve_newton(model: GrowthModel, basis: TensorBasis, eps: np.ndarray, weight
     while not converged and iteration < max_iterations:
         iteration += 1
         step = _solve_linear(jacobian, residual)
+        control.check()
         theta, residual, jacobian, improved = _line_search(
-            model, basis, theta, step, norm, nodes, eps, weights, iteration)
+            model, basis, theta, step, norm, nodes, eps, weights, iteration, control)
         norm = _norm(residual)
         residual_max = float(np.max(np.abs(residual)))
         control.report(iteration, residual_max)
@@ -124,10 +130,11 @@ def solve_newton(model: GrowthModel, basis: TensorBasis, eps: np.ndarray, weight
     return NewtonResult(theta, iteration, converged, float(np.max(np.abs(residual))), condition)
 
 
-def _line_search(model, basis, theta, step, norm, nodes, eps, weights, iteration):
+def _line_search(model, basis, theta, step, norm, nodes, eps, weights, iteration, control):
     """Return the first of theta - lambda step, lambda = 1, 1/2, ..., that lowers ||R||_2."""
     lam = 1.0
     for _ in range(LINE_SEARCH_HALVINGS):
+        control.check()
         candidate = theta - lam * step
         with np.errstate(all="ignore"):
             residual, jacobian = euler_system(model, basis, candidate, nodes, eps, weights)

@@ -194,11 +194,17 @@ class StabilityCheck:
         self.shocks = torch.as_tensor(shocks, dtype=dtype, device=device)
 
     @torch.no_grad()
-    def run(self, policy: SharePolicy) -> CheckResult:
-        """Simulate the chains and return whether they stayed in the interval, with the error."""
+    def run(self, policy: SharePolicy, control: SolveControl | None = None) -> CheckResult:
+        """Simulate the chains and return whether they stayed in the interval, with the error.
+
+        control, when given, is asked every 50 periods whether the job must stop, because
+        for a large network the check takes long enough to overrun a time limit.
+        """
         k, logz = self.k_start, torch.zeros_like(self.k_start)
         k_path, logz_path = [], []
         for t in range(CHECK_PERIODS):
+            if control is not None and t % 50 == 0:
+                control.check()
             k_path.append(k)
             logz_path.append(logz)
             k = self.model.cash_on_hand(k, logz) - policy(k, logz)
@@ -328,7 +334,7 @@ def train(policy: SharePolicy, sampler: StateSampler, check: StabilityCheck,
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(
         optimizer, T_max=algorithm.steps, eta_min=0.01 * algorithm.learning_rate)
     keeper = CheckpointKeeper()
-    keeper.update(policy, 0, check.run(policy))
+    keeper.update(policy, 0, check.run(policy, control))
 
     last_check = None
     for step in range(1, algorithm.steps + 1):
@@ -345,7 +351,7 @@ def train(policy: SharePolicy, sampler: StateSampler, check: StabilityCheck,
         if step % ADVANCE_EVERY == 0:
             sampler.advance(policy, ADVANCE_PERIODS)
         if step % CHECK_EVERY == 0 or step == algorithm.steps:
-            last_check = check.run(policy)
+            last_check = check.run(policy, control)
             keeper.update(policy, step, last_check)
 
     final_stable = last_check is not None and last_check.stable

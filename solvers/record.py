@@ -66,11 +66,12 @@ class Timings(RecordPart):
 
 
 class Progress(RecordPart):
-    """Latest progress of a running job."""
+    """Latest progress of a running job: its phase, iteration and residual."""
 
     iteration: int
     residual: float
     elapsed_s: float
+    phase: str = "solving"
 
 
 class JobRecord(RecordPart):
@@ -91,8 +92,10 @@ class JobRecord(RecordPart):
         None, description="2-norm condition number of the final Newton Jacobian (dense bases).")
     history: list[tuple[int, float, float]] = Field(
         default_factory=list, description="Convergence history: (iteration, residual, elapsed_s).")
+    warnings: list[str] = Field(
+        default_factory=list, description="Caveats on a result, such as a solve that did not converge.")
     progress: Progress | None = None
-    hardware: dict[str, str | int | None] | None = None
+    hardware: dict[str, str | int | float | None] | None = None
     versions: dict[str, str] | None = None
     worker: str | None = None
     attempts: int = 0

@@ -48,11 +48,15 @@ def solve(model: GrowthModel, spec: JobSpec, control: SolveControl) -> Solution:
     raise ValueError(f"unknown basis kind {kind!r}; valid choices: chebyshev, spline, nn")
 
 
-def run_spec(spec: JobSpec, control: SolveControl | None = None) -> Outcome:
-    """Solve and evaluate one spec; return its status, record fields and fitted parameters."""
+def run_spec(spec: JobSpec, control: SolveControl | None = None, job_id: str = "local") -> Outcome:
+    """Solve and evaluate one spec; return its status, record fields and fitted parameters.
+
+    job_id only names the job in log lines.
+    """
     control = control or SolveControl()
     if control.deadline is None:
         control.deadline = time.monotonic() + spec.time_limit_s
+    load = _load_average()
     started = time.perf_counter()
 
     model = GrowthModel.from_params(spec.model.params)
@@ -64,14 +68,16 @@ def run_spec(spec: JobSpec, control: SolveControl | None = None) -> Outcome:
     except (SolveDiverged, SolveTimedOut, SolveCancelled) as stop:
         status = {SolveDiverged: "diverged", SolveTimedOut: "timed_out",
                   SolveCancelled: "cancelled"}[type(stop)]
-        return Outcome(status, _stopped_fields(stop, control, started))
-    except (ValueError, ArithmeticError, np.linalg.LinAlgError, RuntimeError) as exc:
-        logger.exception("solver failed for %s", spec.summary())
-        return Outcome("failed", {"error": f"solver failed: {exc}", "history": control.history,
-                                  **machine_fields()})
+        timings = _partial_timings(setup_s, solve_started, cpu_started, started)
+        return Outcome(status, _stopped_fields(stop, control, timings, load))
+    except (ValueError, ArithmeticError, np.linalg.LinAlgError, RuntimeError, MemoryError) as exc:
+        logger.exception("job %s: solver failed for %s", job_id, spec.summary())
+        return Outcome("failed", {"error": f"solver failed: {type(exc).__name__}: {exc}",
+                                  "history": control.history, **machine_fields(load)})
     solve_s = time.perf_counter() - solve_started
     solve_cpu_s = time.process_time() - cpu_started
 
+    control.phase("evaluating accuracy on 10,000 box points and a 10,000-period path")
     evaluate_started = time.perf_counter()
     accuracy = evaluate(model, solution.policy)
     evaluate_s = time.perf_counter() - evaluate_started
@@ -86,7 +92,8 @@ def run_spec(spec: JobSpec, control: SolveControl | None = None) -> Outcome:
         "converged": solution.converged,
         "condition_number": solution.condition_number,
         "history": control.history,
-        **machine_fields(),
+        "warnings": _warnings(spec, solution),
+        **machine_fields(load),
     }
     if not accuracy.finite:
         fields["error"] = ("the fitted policy gives non-finite Euler errors or an infeasible "
@@ -95,7 +102,27 @@ def run_spec(spec: JobSpec, control: SolveControl | None = None) -> Outcome:
     return Outcome("succeeded", fields, solution.parameters)
 
 
-def _stopped_fields(stop, control: SolveControl, started: float) -> dict[str, Any]:
+def _warnings(spec: JobSpec, solution: Solution) -> list[str]:
+    """Return caveats a reader of the result must see, such as a solve that did not converge."""
+    if solution.converged:
+        return []
+    if spec.method.basis.kind == "nn":
+        return ["the final stability check failed: simulated capital left the approximation "
+                "domain, so the returned network is the best earlier checkpoint"]
+    return [f"Newton's method did not reach tol = {spec.method.algorithm.tol:g} in "
+            f"{solution.iterations} iterations; the errors describe an unconverged policy"]
+
+
+def _partial_timings(setup_s: float, solve_started: float, cpu_started: float,
+                     started: float) -> dict[str, float]:
+    """Return the timings of a job stopped during its solve (no evaluation ran)."""
+    now = time.perf_counter()
+    return {"setup_s": setup_s, "solve_s": now - solve_started, "evaluate_s": 0.0,
+            "total_s": now - started, "solve_cpu_s": time.process_time() - cpu_started}
+
+
+def _stopped_fields(stop, control: SolveControl, timings: dict[str, float],
+                    load: float | None) -> dict[str, Any]:
     """Return the record fields known when a solve stops early."""
     residual = stop.residual if stop.residual is not None else float("nan")
     return {
@@ -103,14 +130,27 @@ def _stopped_fields(stop, control: SolveControl, started: float) -> dict[str, An
         "iterations": stop.iteration,
         "converged": False,
         "history": control.history,
+        "timings": timings,
         "progress": {"iteration": stop.iteration, "residual": residual,
-                     "elapsed_s": time.perf_counter() - started},
-        **machine_fields(),
+                     "elapsed_s": timings["total_s"]},
+        **machine_fields(load),
     }
 
 
-def machine_fields() -> dict[str, Any]:
-    """Return the `hardware` and `versions` blocks describing this process."""
+def _load_average() -> float | None:
+    """Return the 1-minute load average of the machine, where the system reports one."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except OSError:
+        return None
+
+
+def machine_fields(load: float | None = None) -> dict[str, Any]:
+    """Return the `hardware` and `versions` blocks describing this process.
+
+    load is the machine's 1-minute load average when the job started: timings of jobs
+    that ran while other work kept the cores busy are not comparable with the rest.
+    """
     import scipy
     import torch
 
@@ -120,6 +160,7 @@ def machine_fields() -> dict[str, Any]:
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "gpu": gpu,
+        "load_average_1m": load,
         "hostname": socket.gethostname(),
         "platform": platform.platform(),
     }

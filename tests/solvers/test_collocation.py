@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from solvers.collocation import build_basis, euler_system
+from solvers.collocation import build_basis, euler_system, solve_newton
 from solvers.control import SolveControl, SolveDiverged
 from solvers.growth import GrowthModel
 from solvers.quadrature import gauss_hermite
@@ -109,3 +109,21 @@ def test_history_thins_but_keeps_bounded():
     assert len(control.history) < 2_000
     assert control.history[0][0] == 0
     assert control.history[-1][0] > 9_000
+
+
+def test_newton_finds_closed_form_from_poor_guess():
+    # The default first guess is already exact when gamma = 1 and delta = 1; starting 20%
+    # below it shows that Newton itself finds k' = alpha beta z k^alpha.
+    model = GrowthModel(gamma=1.0, delta=1.0)
+    approximation = build_basis(model, spec({"kind": "chebyshev", "degree": 10}).method.basis)
+    eps, weights = gauss_hermite(10)
+    result = solve_newton(model, approximation, eps, weights, 1e-13, 50, SolveControl(),
+                          first_guess=lambda k, logz: 0.8 * model.initial_consumption(k, logz))
+    assert result.converged
+    assert result.iterations >= 3
+    k = np.linspace(*model.bounds[0], 50)
+    logz = np.linspace(*model.bounds[1], 50)
+    c = approximation.evaluate(result.theta, np.column_stack([k, logz]))
+    k_next = model.cash_on_hand(k, logz) - c
+    exact = model.closed_form_capital(k, logz)
+    assert np.max(np.abs(k_next - exact) / exact) < 1e-9
