@@ -8,8 +8,9 @@ from __future__ import annotations
 import logging
 from typing import Literal
 
-from fastapi import FastAPI, HTTPException, Query, Request, Response
+from fastapi import FastAPI, HTTPException, Request, Response
 from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from fastapi.responses import JSONResponse
 from kombu.exceptions import OperationalError
 from pydantic import BaseModel
@@ -17,8 +18,8 @@ from redis import RedisError
 
 from service.errors import describe_errors, summarize
 from solvers.record import STATUSES, JobRecord
-from solvers.spec import JobSpec
-from worker.celery_app import create_celery
+from solvers.spec import JobSpec, bounded
+from worker.celery_app import QUEUES, create_celery
 from worker.settings import Settings, get_settings
 from worker.store import MAX_PAGE, JobNotFound, JobStateError, JobStore
 
@@ -67,10 +68,21 @@ def _record_response(record: JobRecord, status_code: int = 200) -> Response:
 def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        content_type = request.headers.get("content-type", "")
+        if request.method == "POST" and "json" not in content_type and await request.body():
+            return JSONResponse({"message": f"send the body as JSON with content-type "
+                                            f"application/json; got {content_type or 'none'!r}",
+                                 "detail": []}, status_code=415)
         root = JobSpec if request.url.path.startswith("/v1/jobs") else BaseModel
         detail = describe_errors(list(exc.errors()), root)
         return JSONResponse({"message": f"invalid request: {summarize(detail)}", "detail": detail},
                             status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        message = exc.detail if isinstance(exc.detail, str) else summarize(exc.detail)
+        return JSONResponse({"message": message, "detail": exc.detail}, status_code=exc.status_code,
+                            headers=getattr(exc, "headers", None))
 
     @app.exception_handler(RedisError)
     async def redis_down(request: Request, exc: RedisError) -> JSONResponse:
@@ -81,9 +93,10 @@ def _add_error_handlers(app: FastAPI) -> None:
 def _add_job_routes(app: FastAPI) -> None:
     @app.get("/healthz")
     def healthz() -> JSONResponse:
-        """Report whether the job store (Redis) replies to PING."""
+        """Report whether the job store (Redis) replies to PING, and the live workers per queue."""
         ok = app.state.store.ping()
-        return JSONResponse({"status": "ok" if ok else "unavailable", "redis": ok},
+        workers = {queue: len(app.state.store.workers(queue)) for queue in QUEUES} if ok else {}
+        return JSONResponse({"status": "ok" if ok else "unavailable", "redis": ok, "workers": workers},
                             status_code=200 if ok else 503)
 
     @app.post("/v1/jobs", status_code=202, response_model=JobAccepted)
@@ -94,6 +107,10 @@ def _add_job_routes(app: FastAPI) -> None:
             detail = [{"field": "time_limit_s", "input": spec.time_limit_s, "type": "limit",
                        "msg": f"{spec.time_limit_s:g} s exceeds this service's limit of {limit:g} s"}]
             raise HTTPException(422, detail)
+        if spec.device == "gpu" and not app.state.store.workers("gpu"):
+            raise HTTPException(503, "no worker is consuming the gpu queue, so this job would "
+                                "wait for ever; start one with `eulerbench worker --queues gpu` "
+                                "on a machine with a CUDA device, or use device 'cpu' or 'auto'")
         record = app.state.store.create(spec)
         _enqueue(app, record)
         return JobAccepted(id=record.id, status="queued", url=f"/v1/jobs/{record.id}")
@@ -107,8 +124,8 @@ def _add_job_routes(app: FastAPI) -> None:
     def list_jobs(model: Literal["growth"] | None = None,
                   basis: Literal["chebyshev", "spline", "nn"] | None = None,
                   status: Literal[STATUSES] | None = None,  # type: ignore[valid-type]
-                  limit: int = Query(50, ge=1, le=MAX_PAGE),
-                  offset: int = Query(0, ge=0)) -> Response:
+                  limit: bounded(1, MAX_PAGE, integer=True, strict=False) = 50,
+                  offset: bounded(0, None, integer=True, strict=False) = 0) -> Response:
         """List jobs, newest first, filtered by model, basis kind and status."""
         items, total = app.state.store.list(model, basis, status, limit, offset)
         page = JobPage(items=items, total=total, limit=limit, offset=offset)
@@ -118,7 +135,8 @@ def _add_job_routes(app: FastAPI) -> None:
     def cancel_job(job_id: str) -> Response:
         """Cancel a queued job, or ask a running one to stop at its next iteration."""
         try:
-            return _record_response(app.state.store.request_cancel(job_id))
+            record = app.state.store.request_cancel(job_id)
+            return _record_response(record, status_code=202 if record.status == "running" else 200)
         except JobNotFound:
             raise HTTPException(404, f"job {job_id} not found") from None
         except JobStateError as exc:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 import sys
 import time
 from pathlib import Path
@@ -30,15 +31,32 @@ class BatchError(ValueError):
     """A batch file cannot be read or one of its specs is invalid."""
 
 
+class BatchLoader(yaml.SafeLoader):
+    """Safe YAML loader that reads `1e-3` as a number.
+
+    PyYAML follows YAML 1.1, where a float needs a dot (`1.0e-3`), so `1e-3` would
+    otherwise arrive as a string and be rejected by the strict spec.
+    """
+
+
+BatchLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"))
+
+
 def load_batch(path: str | Path) -> list[JobSpec]:
     """Read and validate every spec of a batch file; raise BatchError naming the bad one."""
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise BatchError(f"cannot read batch file {path}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise BatchError(f"cannot read batch file {path}: it is not UTF-8 text "
+                         f"(byte {exc.start}: {exc.reason})") from None
     try:
-        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+        data = json.loads(text) if path.suffix == ".json" else yaml.load(text, Loader=BatchLoader)
     except (json.JSONDecodeError, yaml.YAMLError) as exc:
         raise BatchError(f"{path} is not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {exc}") from None
 
@@ -82,17 +100,18 @@ def wait_for(client: httpx.Client, ids: list[str], poll_s: float = 0.5,
     bar = tqdm(total=len(ids), desc="jobs", unit="job", disable=not show_progress, file=sys.stderr)
     try:
         while len(records) < len(ids):
-            running = []
+            running, ended = [], 0
             for job_id in ids:
                 if job_id in records:
                     continue
                 record = fetch(client, job_id)
                 if record.status in TERMINAL_STATUSES:
                     records[job_id] = record
-                    bar.update(1)
+                    ended += 1
                 elif record.status == "running":
                     running.append(record)
-            bar.set_postfix_str(_running_note(running))
+            bar.set_postfix_str(_running_note(running), refresh=False)
+            bar.update(ended)
             if len(records) < len(ids):
                 time.sleep(poll_s)
     finally:
@@ -113,13 +132,16 @@ def _running_note(running: list[JobRecord]) -> str:
         return ""
     record = running[0]
     note = f"{len(running)} running; {record.spec.label or record.spec.summary()}"
-    if record.progress is not None:
-        note += f": iteration {record.progress.iteration}, residual {record.progress.residual:.1e}"
+    progress = record.progress
+    if progress is not None and progress.phase != "solving":
+        note += f": {progress.phase.split(' on ')[0]}"
+    elif progress is not None:
+        note += f": iteration {progress.iteration}, residual {progress.residual:.1e}"
     return note
 
 
 COLUMNS = [
-    ("job", 34), ("status", 9), ("K", 6), ("iter", 6), ("solve s", 8), ("box max", 8),
+    ("job", 34), ("status", 9), ("conv", 4), ("K", 6), ("iter", 6), ("solve s", 8), ("box max", 8),
     ("box mean", 8), ("path max", 8), ("path mean", 9), ("out", 6), ("closed form", 11),
 ]
 
@@ -133,9 +155,15 @@ def format_table(records: list[JobRecord]) -> str:
         lines.append("  ".join(cell.rjust(width) if i else cell.ljust(width)[:width]
                                for i, (cell, (_, width)) in enumerate(zip(_row(record), COLUMNS))))
     lines.append("")
-    lines.append("Errors are log10 of the unit-free Euler error on 10,000 box points and a "
-                 "10,000-period path; 'out' is the share of path points outside the box; "
-                 "'closed form' is the max relative distance of k' to the exact policy.")
+    lines.append("Errors are log10 of the unit-free Euler error |beta E[u'(c') R'] / u'(c) - 1| on "
+                 "10,000 box points and a 10,000-period path. 'conv' says whether the solver met "
+                 "its stopping rule; 'out' is the share of path points outside the box; 'closed "
+                 "form' is the max relative distance of k' to the exact policy.")
+    for record in records:
+        for warning in record.warnings:
+            lines.append(f"warning: {record.spec.label or record.spec.summary()}: {warning}")
+        if record.status != "succeeded" and record.error:
+            lines.append(f"{record.status}: {record.spec.label or record.spec.summary()}: {record.error}")
     return "\n".join(lines)
 
 
@@ -143,7 +171,8 @@ def _row(record: JobRecord) -> list[str]:
     """Return the table cells of one record."""
     name = record.spec.label or record.spec.summary()
     errors, timings = record.errors, record.timings
-    cells = [name, record.status, _num(record.n_params, "d"), _num(record.iterations, "d"),
+    converged = {True: "yes", False: "no", None: "-"}[record.converged]
+    cells = [name, record.status, converged, _num(record.n_params, "d"), _num(record.iterations, "d"),
              _num(timings.solve_s if timings else None, ".3f")]
     if errors is None:
         cells += ["-"] * 6

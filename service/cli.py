@@ -13,6 +13,7 @@ import argparse
 import json
 import logging
 import os
+import signal
 import sys
 import time
 import uuid
@@ -24,13 +25,53 @@ from service.batch import BatchError, fetch, format_table, load_batch, submit_ba
 
 logger = logging.getLogger(__name__)
 
+DEFAULT_DATA_DIR = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share") / "eulerbench" / "redis"
 DEFAULT_URL = os.environ.get("EULERBENCH_URL", "http://127.0.0.1:8000")
+SERVER_COMMANDS = ("api", "worker")
+
+
+class ServiceReplyError(RuntimeError):
+    """The server at --url replied with something that is not an eulerbench reply."""
+
+
+def _reply_message(reply: httpx.Response) -> str:
+    """Return the message of an error reply, or the start of its body."""
+    try:
+        body = reply.json()
+    except ValueError:
+        return reply.text[:200]
+    if isinstance(body, dict):
+        return str(body.get("message") or body.get("detail") or body)
+    return str(body)[:200]
+
+
+def _json(reply: httpx.Response) -> dict:
+    """Return a successful reply's JSON; raise when the server is not an eulerbench service."""
+    reply.raise_for_status()
+    try:
+        return reply.json()
+    except ValueError:
+        raise ServiceReplyError(f"{reply.request.url} did not reply with JSON; is it an "
+                                f"eulerbench service? Point --url at one.") from None
+
+
+def port_number(text: str) -> int:
+    """Parse a TCP port for --port: 0 (pick a free one) to 65535."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid port {text!r}; use 0 to 65535") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"port {port} is out of range; use 0 (a free port) to 65535")
+    return port
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; return the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.log_level is None:
+        args.log_level = "info" if args.command in SERVER_COMMANDS else "warning"
     logging.basicConfig(level=getattr(logging, args.log_level.upper()),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
@@ -38,8 +79,17 @@ def main(argv: list[str] | None = None) -> int:
     except BatchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except httpx.HTTPStatusError as exc:
+        print(f"error: {exc.request.url} returned HTTP {exc.response.status_code}: "
+              f"{_reply_message(exc.response)}", file=sys.stderr)
+        return 3
     except httpx.HTTPError as exc:
-        print(f"error: cannot reach the service: {exc}", file=sys.stderr)
+        url = getattr(args, "url", DEFAULT_URL)
+        print(f"error: cannot reach the service at {url}: {exc}. Start one with `eulerbench up`, "
+              f"or point --url (or EULERBENCH_URL) at a running one.", file=sys.stderr)
+        return 3
+    except ServiceReplyError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 3
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
@@ -50,8 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser with every subcommand."""
     parser = argparse.ArgumentParser(prog="eulerbench", description=(
         "Benchmark solution methods of dynamic economic models by their Euler errors and timings."))
-    parser.add_argument("--log-level", default="warning",
-                        choices=["debug", "info", "warning", "error"], help="Logging level.")
+    parser.add_argument("--log-level", default=None, choices=["debug", "info", "warning", "error"],
+                        help="Logging level (default: info for api and worker, warning otherwise).")
     commands = parser.add_subparsers(dest="command", required=True)
 
     up = commands.add_parser("up", help="Start Redis, a worker and the API on 127.0.0.1 and "
@@ -59,12 +109,18 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("batch", nargs="?", help="Batch file (YAML or JSON) to submit once the stack is up.")
     up.add_argument("--once", action="store_true", help="Exit when the batch has ended, "
                     "instead of serving until Ctrl-C.")
-    up.add_argument("--port", type=int, default=8000, help="API port on 127.0.0.1 (0 picks a free one).")
+    up.add_argument("--port", type=port_number, default=8000,
+                    help="API port on 127.0.0.1 (0 picks a free one).")
     up.add_argument("--workers", type=int, default=1, help="Worker processes (jobs run at once).")
     up.add_argument("--redis-url", default=None, help="Redis to use if it responds "
                     "(default: EULERBENCH_REDIS_URL or REDIS_URL, else redis://127.0.0.1:6379/0); "
                     "otherwise a private redis-server is started.")
     up.add_argument("--log-dir", default=None, help="Folder for the worker and API logs.")
+    up.add_argument("--data-dir", default=str(DEFAULT_DATA_DIR),
+                    help="Folder where a private Redis keeps its append-only file, so records "
+                    "survive a restart (default: %(default)s).")
+    up.add_argument("--no-persist", action="store_true",
+                    help="Keep a private Redis in memory only; its records are lost when it stops.")
     up.set_defaults(handler=cmd_up)
 
     solve = commands.add_parser("solve", help="Solve the specs of FILE in this process.")
@@ -98,7 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     api = commands.add_parser("api", help="Serve the HTTP API (uvicorn).")
     api.add_argument("--host", default="127.0.0.1", help="Address to bind.")
-    api.add_argument("--port", type=int, default=8000, help="Port to bind.")
+    api.add_argument("--port", type=port_number, default=8000, help="Port to bind.")
     api.set_defaults(handler=cmd_api)
 
     worker = commands.add_parser("worker", help="Run a Celery worker.")
@@ -122,7 +178,8 @@ def cmd_solve(args: argparse.Namespace) -> int:
     records = []
     for spec in load_batch(args.file):
         name = spec.label or spec.summary()
-        control = SolveControl(on_progress=_progress_printer(name, quiet=args.json))
+        show, phase = _progress_printer(name, quiet=args.json)
+        control = SolveControl(on_progress=show, on_phase=phase)
         created = utcnow()
         outcome = run_spec(spec, control)
         _clear_progress(args.json)
@@ -138,22 +195,28 @@ def cmd_solve(args: argparse.Namespace) -> int:
 
 
 def _progress_printer(name: str, quiet: bool):
-    """Return a progress callback that rewrites one stderr line at most twice a second."""
+    """Return progress and phase callbacks that rewrite one stderr line, at most 5 times a second."""
     last = [0.0]
 
-    def show(iteration: int, residual: float, elapsed_s: float) -> None:
-        if quiet or time.monotonic() - last[0] < 0.5:
-            return
-        last[0] = time.monotonic()
-        print(f"\r{name}: iteration {iteration}, residual {residual:.2e}, {elapsed_s:.1f} s   ",
-              end="", file=sys.stderr, flush=True)
+    def write(text: str) -> None:
+        if not quiet:
+            print(f"\r\033[K{name}: {text}", end="", file=sys.stderr, flush=True)
 
-    return show
+    def show(iteration: int, residual: float, elapsed_s: float) -> None:
+        if time.monotonic() - last[0] >= 0.2:
+            last[0] = time.monotonic()
+            write(f"iteration {iteration}, residual {residual:.2e}, {elapsed_s:.1f} s")
+
+    def phase(name_of_phase: str) -> None:
+        write(f"{name_of_phase} ...")
+
+    return show, phase
 
 
 def _clear_progress(quiet: bool) -> None:
+    """Erase the progress line."""
     if not quiet:
-        print("\r" + " " * 78 + "\r", end="", file=sys.stderr, flush=True)
+        print("\r\033[K", end="", file=sys.stderr, flush=True)
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
@@ -177,11 +240,12 @@ def cmd_jobs(args: argparse.Namespace) -> int:
                                 ("basis", args.basis), ("limit", args.limit)) if v is not None}
     with httpx.Client(base_url=args.url, timeout=30) as client:
         reply = client.get("/v1/jobs", params=params)
-    if reply.status_code != 200:
-        print(f"error: {reply.json().get('message', reply.text)}", file=sys.stderr)
+    if reply.status_code == 422:
+        print(f"error: {_reply_message(reply)}", file=sys.stderr)
         return 2
-    page = reply.json()
+    page = _json(reply)
     records = [JobRecord.model_validate(item) for item in page["items"]]
+    print(f"{'id':32}  {'status':9}  {'created (UTC)':19}  job")
     for record in records:
         print(f"{record.id}  {record.status:9}  {record.created_at:%Y-%m-%d %H:%M:%S}  "
               f"{record.spec.label or record.spec.summary()}")
@@ -196,8 +260,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     if reply.status_code == 404:
         print(f"error: job {args.id} not found", file=sys.stderr)
         return 2
-    reply.raise_for_status()
-    print(json.dumps(reply.json(), indent=2))
+    print(json.dumps(_json(reply), indent=2))
     return 0
 
 
@@ -205,10 +268,14 @@ def cmd_cancel(args: argparse.Namespace) -> int:
     """Cancel one job and print its status."""
     with httpx.Client(base_url=args.url, timeout=30) as client:
         reply = client.post(f"/v1/jobs/{args.id}/cancel")
-    if reply.status_code != 200:
-        print(f"error: {reply.json().get('detail', reply.text)}", file=sys.stderr)
+    if reply.status_code in (404, 409):
+        print(f"error: {_reply_message(reply)}", file=sys.stderr)
         return 2
-    print(f"{args.id}: {reply.json()['status']}")
+    record = _json(reply)
+    if record["status"] == "running":
+        print(f"{args.id}: cancel requested; the job stops at its next iteration")
+    else:
+        print(f"{args.id}: {record['status']}")
     return 0
 
 
@@ -241,6 +308,11 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return 0
 
 
+def _raise_interrupt(signum: int, frame: object) -> None:
+    """Turn SIGTERM into the same clean stop as Ctrl-C."""
+    raise KeyboardInterrupt
+
+
 def cmd_up(args: argparse.Namespace) -> int:
     """Start the embedded stack, run the batch, print the table, then serve until Ctrl-C."""
     from service.embedded import StackError, start_stack
@@ -249,9 +321,11 @@ def cmd_up(args: argparse.Namespace) -> int:
     specs = load_batch(args.batch) if args.batch else []
     redis_url = args.redis_url or get_settings().redis_url
     print("starting Redis, a worker and the API on 127.0.0.1 ...", file=sys.stderr)
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    data_dir = None if args.no_persist else Path(args.data_dir)
     try:
         stack = start_stack(redis_url, port=args.port or None, concurrency=args.workers,
-                            log_dir=Path(args.log_dir) if args.log_dir else None)
+                            log_dir=Path(args.log_dir) if args.log_dir else None, data_dir=data_dir)
     except StackError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 4

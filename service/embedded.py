@@ -8,6 +8,7 @@ same `eulerbench worker` and `eulerbench api` commands that docker-compose.yml r
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import shutil
@@ -73,13 +74,21 @@ def port_is_free(port: int) -> bool:
     return True
 
 
-def start_redis(timeout_s: float = 15.0) -> tuple[str, subprocess.Popen]:
-    """Start a private redis-server on a free loopback port; return its URL and process."""
+def start_redis(data_dir: Path | None = None, timeout_s: float = 15.0) -> tuple[str, subprocess.Popen]:
+    """Start a private redis-server on a free loopback port; return its URL and process.
+
+    With data_dir, Redis keeps an append-only file there, so records survive a restart
+    of the stack; without it nothing is written to disk.
+    """
     binary, port = find_redis_server(), free_port()
-    workdir = tempfile.mkdtemp(prefix="eulerbench-redis-")
+    if data_dir is None:
+        persistence = ["--save", "", "--appendonly", "no", "--dir", tempfile.gettempdir()]
+    else:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        persistence = ["--save", "", "--appendonly", "yes", "--dir", str(data_dir)]
     process = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--dir", workdir], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        [binary, "--port", str(port), "--bind", "127.0.0.1", *persistence],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"redis://127.0.0.1:{port}/0"
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -116,6 +125,7 @@ class Stack:
     api_url: str
     processes: list[subprocess.Popen] = field(default_factory=list)
     log_dir: Path | None = None
+    data_lock: object | None = None
 
     def stop(self) -> None:
         """Stop every child process, the newest first, and wait for them."""
@@ -128,24 +138,34 @@ class Stack:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+        if self.data_lock is not None:
+            self.data_lock.close()
         logger.info("embedded stack stopped")
 
 
 def start_stack(redis_url: str, port: int | None = None, concurrency: int = 1,
-                log_dir: Path | None = None, timeout_s: float = 60.0) -> Stack:
-    """Start Redis (unless one responds at redis_url), one worker and the API; wait until all respond."""
+                log_dir: Path | None = None, data_dir: Path | None = None,
+                timeout_s: float = 60.0) -> Stack:
+    """Start Redis (unless one responds at redis_url), one worker and the API; wait until all respond.
+
+    A private Redis keeps its append-only file in data_dir when one is given.
+    """
     port = port or free_port()
+    if not 1 <= port <= 65535:
+        raise StackError(f"port must be in 1..65535, or 0 to pick a free one; got {port}")
     if not port_is_free(port):
         raise StackError(f"port {port} on 127.0.0.1 is already in use; pass --port with "
                          f"another port, or --port 0 to pick a free one")
     processes: list[subprocess.Popen] = []
+    data_lock = None
     if not redis_answers(redis_url):
-        redis_url, redis_process = start_redis()
+        data_lock = _lock_data_dir(data_dir) if data_dir is not None else None
+        redis_url, redis_process = start_redis(data_dir)
         processes.append(redis_process)
     log_dir = Path(log_dir or tempfile.mkdtemp(prefix="eulerbench-logs-"))
     log_dir.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "EULERBENCH_REDIS_URL": redis_url}
-    stack = Stack(redis_url, f"http://127.0.0.1:{port}", processes, log_dir)
+    stack = Stack(redis_url, f"http://127.0.0.1:{port}", processes, log_dir, data_lock)
     try:
         for name, command in (("worker", worker_command(concurrency)),
                               ("api", api_command("127.0.0.1", port))):
@@ -156,6 +176,19 @@ def start_stack(redis_url: str, port: int | None = None, concurrency: int = 1,
         stack.stop()
         raise
     return stack
+
+
+def _lock_data_dir(data_dir: Path):
+    """Take the data folder's lock, so that two Redis servers never share one append-only file."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    lock = open(data_dir / "eulerbench.lock", "w")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.close()
+        raise StackError(f"another eulerbench stack keeps its Redis data in {data_dir}; stop it, "
+                         f"or pass another --data-dir") from None
+    return lock
 
 
 def _wait_ready(stack: Stack, timeout_s: float) -> None:

@@ -17,16 +17,24 @@ def describe_errors(errors: list[dict[str, Any]], root: type[BaseModel]) -> list
     """
     described = []
     for error in errors:
+        kind = error.get("type")
         loc = [part for part in error.get("loc", ()) if part != "body"]
-        model, path = _walk(root, loc[:-1] if error.get("type") == "extra_forbidden" else loc)
-        if error.get("type") == "extra_forbidden":
+        if kind == "json_invalid":
+            loc = []
+        model, path = _walk(root, loc[:-1] if kind == "extra_forbidden" else loc)
+        if kind == "extra_forbidden":
             path.append(str(loc[-1]))
-        field = ".".join(path) or "(body)"
-        message = error.get("msg", "invalid value")
-        if error.get("type") == "extra_forbidden" and model is not None:
+        message = error.get("msg", "invalid value").removeprefix("Value error, ")
+        if kind == "extra_forbidden" and model is not None:
             message = f"unknown field {loc[-1]!r}; valid fields: {', '.join(model.model_fields)}"
-        item = {"field": field, "msg": message, "type": error.get("type"), "loc": list(error.get("loc", ()))}
-        if "input" in error and error.get("type") != "extra_forbidden":
+        elif kind == "union_tag_not_found":
+            message = f"missing 'kind'; valid choices: {', '.join(_tags(root, loc))}"
+        elif kind == "json_invalid":
+            message = f"invalid JSON at character {error.get('loc', (None, '?'))[-1]}: " \
+                      f"{error.get('ctx', {}).get('error', 'cannot parse')}"
+        item = {"field": ".".join(path) or "(body)", "msg": message, "type": kind,
+                "loc": list(error.get("loc", ()))}
+        if "input" in error and kind not in ("extra_forbidden", "json_invalid"):
             item["input"] = _jsonable(error["input"])
         described.append(item)
     return described
@@ -36,7 +44,9 @@ def summarize(described: list[dict[str, Any]]) -> str:
     """Return one line per error, `field: message (got value)`."""
     lines = []
     for item in described:
-        got = f" (got {item['input']!r})" if "input" in item and not isinstance(item["input"], dict) else ""
+        value = item.get("input")
+        shown = "input" in item and not isinstance(value, (dict, list)) and repr(value) not in item["msg"]
+        got = f" (got {value!r})" if shown else ""
         lines.append(f"{item['field']}: {item['msg']}{got}")
     return "; ".join(lines)
 
@@ -83,10 +93,30 @@ def _tag(member: Any) -> Any:
     return args[0] if len(args) == 1 else None
 
 
+def _tags(root: Any, loc: list[Any]) -> list[str]:
+    """Return the `kind` tags of the tagged union at loc."""
+    current: Any = root
+    for part in loc:
+        models = [m for m in _members(current) if isinstance(m, type) and issubclass(m, BaseModel)]
+        field = models[0].model_fields.get(part) if models and isinstance(part, str) else None
+        current = field.annotation if field is not None else None
+    return [str(_tag(m)) for m in _members(current) if _tag(m) is not None]
+
+
+MAX_ECHO = 200  # characters of an invalid input echoed back in an error
+
+
 def _jsonable(value: Any) -> Any:
-    """Return value if JSON can carry it, else its repr."""
-    if value is None or isinstance(value, (str, int, bool, list, dict)):
+    """Return value if JSON can carry it, else its repr; long values are cut to MAX_ECHO characters."""
+    if isinstance(value, bytes):
+        value = repr(value)
+    if isinstance(value, str):
+        return value if len(value) <= MAX_ECHO else f"{value[:MAX_ECHO]}... ({len(value)} characters)"
+    if value is None or isinstance(value, (int, bool)):
         return value
+    if isinstance(value, (list, dict)):
+        text = repr(value)
+        return value if len(text) <= MAX_ECHO else f"{text[:MAX_ECHO]}... ({len(text)} characters)"
     if isinstance(value, float):
         return value if value == value and abs(value) != float("inf") else repr(value)
-    return repr(value)
+    return _jsonable(repr(value))

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 
+import redis
 from celery import Celery
-from celery.signals import worker_process_init
+from celery.signals import worker_process_init, worker_ready, worker_shutdown
 
 from worker.settings import get_settings
 
@@ -17,6 +19,7 @@ logger = logging.getLogger(__name__)
 
 QUEUES = ("cpu", "gpu")
 THREADS_ENV = "EULERBENCH_WORKER_THREADS"
+HEARTBEAT_S = 10  # seconds between a worker's heartbeats; its mark expires after three
 
 
 def create_celery(redis_url: str | None = None) -> Celery:
@@ -62,3 +65,50 @@ def prepare_process(**_: object) -> None:
     from solvers.run import warm_up
 
     warm_up()
+
+
+_heartbeat_stop = threading.Event()
+_heartbeat_threads: list[threading.Thread] = []
+
+
+def _consumed_queues(sender) -> list[str]:
+    """Return the names of the queues a worker consumes."""
+    try:
+        return [queue.name for queue in sender.task_consumer.queues]
+    except AttributeError:
+        return ["cpu"]
+
+
+@worker_ready.connect
+def start_heartbeat(sender=None, **_: object) -> None:
+    """Mark this worker's queues as served in the store until it stops."""
+    from worker.store import JobStore
+
+    settings = get_settings()
+    store = JobStore.from_url(settings.redis_url, settings.key_prefix)
+    hostname, queues = sender.hostname, _consumed_queues(sender)
+
+    def beat() -> None:
+        while not _heartbeat_stop.is_set():
+            try:
+                store.register_worker(hostname, queues, ttl_s=3 * HEARTBEAT_S)
+            except redis.RedisError as exc:
+                logger.warning("worker %s: heartbeat not written: %s", hostname, exc)
+            _heartbeat_stop.wait(HEARTBEAT_S)
+        try:
+            store.unregister_worker(hostname, queues)
+        except redis.RedisError as exc:
+            logger.warning("worker %s: heartbeat not removed: %s", hostname, exc)
+
+    thread = threading.Thread(target=beat, name="eulerbench-heartbeat", daemon=True)
+    thread.start()
+    _heartbeat_threads.append(thread)
+    logger.info("worker %s ready on queues %s", hostname, ", ".join(queues))
+
+
+@worker_shutdown.connect
+def stop_heartbeat(**_: object) -> None:
+    """Stop the heartbeat and wait briefly while it removes the worker's marks."""
+    _heartbeat_stop.set()
+    for thread in _heartbeat_threads:
+        thread.join(timeout=2)

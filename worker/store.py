@@ -5,6 +5,8 @@ Keys, under a configurable prefix `P`:
 - `P:job:ID` is the job record as JSON (a `solvers.record.JobRecord`);
 - `P:job:ID:policy` is the fitted policy's parameters as JSON;
 - `P:job:ID:cancel` is set when a running job must stop;
+- `P:workers:QUEUE:HOST` exists while a worker consuming QUEUE on HOST is alive
+  (refreshed by its heartbeat, expiring soon after it stops);
 - `P:jobs` is a sorted set of every job id scored by creation time, and
   `P:jobs:model:NAME` and `P:jobs:basis:KIND` are the same per model and basis kind.
 
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import uuid
 from typing import Any, Callable
 
@@ -28,6 +31,7 @@ from solvers.spec import JobSpec
 logger = logging.getLogger(__name__)
 
 MAX_PAGE = 500
+JOB_ID = re.compile(r"[0-9a-f]{32}")
 
 
 class JobNotFound(KeyError):
@@ -51,6 +55,9 @@ class JobStore:
         return cls(redis.Redis.from_url(url, decode_responses=True), prefix)
 
     def _key(self, job_id: str, suffix: str = "") -> str:
+        """Return a job's key; an id that is not 32 hex digits names no job."""
+        if not JOB_ID.fullmatch(job_id):
+            raise JobNotFound(job_id)
         return f"{self.prefix}:job:{job_id}{suffix}"
 
     def _index(self, *parts: str) -> str:
@@ -62,6 +69,22 @@ class JobStore:
             return bool(self.client.ping())
         except redis.RedisError:
             return False
+
+    def register_worker(self, hostname: str, queues: list[str], ttl_s: int) -> None:
+        """Mark a worker as consuming queues for the next ttl_s seconds."""
+        pipe = self.client.pipeline()
+        for queue in queues:
+            pipe.set(f"{self.prefix}:workers:{queue}:{hostname}", "1", ex=ttl_s)
+        pipe.execute()
+
+    def unregister_worker(self, hostname: str, queues: list[str]) -> None:
+        """Remove a stopping worker's marks."""
+        self.client.delete(*[f"{self.prefix}:workers:{queue}:{hostname}" for queue in queues])
+
+    def workers(self, queue: str) -> list[str]:
+        """Return the hosts of live workers consuming queue."""
+        prefix = f"{self.prefix}:workers:{queue}:"
+        return [key[len(prefix):] for key in self.client.scan_iter(match=prefix + "*", count=1000)]
 
     def create(self, spec: JobSpec, submitter: str | None = None) -> JobRecord:
         """Store a new queued job for spec and return its record."""
@@ -154,12 +177,13 @@ class JobStore:
         updated = self._update(job_id, change)
         return updated if updated is not None and updated.status == "running" else None
 
-    def progress(self, job_id: str, iteration: int, residual: float, elapsed_s: float) -> None:
+    def progress(self, job_id: str, iteration: int, residual: float, elapsed_s: float,
+                 phase: str = "solving") -> None:
         """Record the latest progress of a running job; ignored once it has ended."""
         def change(record: JobRecord) -> JobRecord | None:
             if record.status != "running":
                 return None
-            progress = Progress(iteration=iteration, residual=residual, elapsed_s=elapsed_s)
+            progress = Progress(iteration=iteration, residual=residual, elapsed_s=elapsed_s, phase=phase)
             return record.model_copy(update={"progress": progress})
 
         self._update(job_id, change)

@@ -57,7 +57,7 @@ def run_job(self, job_id: str) -> str:
         record = store.start(job_id, worker=self.request.hostname or "unknown",
                              max_attempts=get_settings().max_attempts)
     except JobNotFound:
-        logger.error("job %s not found in the store; message dropped", job_id)
+        logger.info("job %s not found in the store (deleted?); message dropped", job_id)
         return "missing"
     if record is None:
         logger.info("job %s already ended; nothing to run", job_id)
@@ -67,12 +67,14 @@ def run_job(self, job_id: str) -> str:
                 record.attempts, record.spec.summary())
     control = _control(store, job_id, record.spec.time_limit_s)
     try:
-        outcome = run_spec(record.spec, control)
+        outcome = run_spec(record.spec, control, job_id=job_id)
     except SoftTimeLimitExceeded:
         logger.error("job %s passed its time limit outside the solver's own checks", job_id)
         outcome = Outcome("timed_out", {
             "error": f"time limit of {record.spec.time_limit_s:g} s exceeded",
             "history": control.history, **machine_fields()})
+    if outcome.status in ("failed", "diverged"):
+        logger.error("job %s %s: %s", job_id, outcome.status, outcome.fields.get("error"))
     store.finish(job_id, outcome.status, outcome.fields, outcome.parameters)
     return outcome.status
 
@@ -91,6 +93,13 @@ def _control(store: JobStore, job_id: str, time_limit_s: float) -> SolveControl:
             except redis.RedisError as exc:
                 logger.warning("job %s: progress not written: %s", job_id, exc)
 
+    def on_phase(name: str) -> None:
+        try:
+            store.progress(job_id, control.last_iteration, control.last_residual or float("nan"),
+                           time.monotonic() - control.started, phase=name)
+        except redis.RedisError as exc:
+            logger.warning("job %s: phase not written: %s", job_id, exc)
+
     def should_cancel() -> bool:
         now = time.monotonic()
         if now - last["cancel"] < interval:
@@ -102,5 +111,6 @@ def _control(store: JobStore, job_id: str, time_limit_s: float) -> SolveControl:
             logger.warning("job %s: cancellation flag not read: %s", job_id, exc)
             return False
 
-    return SolveControl(on_progress=on_progress, should_cancel=should_cancel,
-                        deadline=time.monotonic() + time_limit_s)
+    control = SolveControl(on_progress=on_progress, on_phase=on_phase, should_cancel=should_cancel,
+                           deadline=time.monotonic() + time_limit_s)
+    return control

@@ -7,6 +7,7 @@ import httpx
 import pytest
 
 from solvers.record import JobRecord
+from solvers.spec import JobSpec
 from worker.settings import get_settings
 from worker.store import JobStore
 
@@ -30,7 +31,22 @@ def wait_status(client, job_id, statuses, timeout_s=120):
 def test_healthz(client):
     reply = client.get("/healthz")
     assert reply.status_code == 200
-    assert reply.json() == {"status": "ok", "redis": True}
+    assert reply.json()["status"] == "ok"
+    assert reply.json()["redis"] is True
+
+
+def test_healthz_counts_live_workers(client):
+    deadline = time.monotonic() + 30
+    while client.get("/healthz").json()["workers"]["cpu"] < 1:
+        assert time.monotonic() < deadline, "the worker never registered its heartbeat"
+        time.sleep(0.5)
+    assert client.get("/healthz").json()["workers"]["gpu"] == 0
+
+
+def test_gpu_job_without_gpu_worker_rejected(client):
+    reply = client.post("/v1/jobs", json={"method": {"basis": {"kind": "nn"}}, "device": "gpu"})
+    assert reply.status_code == 503
+    assert "no worker is consuming the gpu queue" in reply.json()["message"]
 
 
 def test_job_solved_by_worker(client):
@@ -89,6 +105,42 @@ def test_malformed_json_gets_422(client):
 def test_unknown_job_404(client):
     assert client.get("/v1/jobs/does-not-exist").status_code == 404
     assert client.post("/v1/jobs/does-not-exist/cancel").status_code == 404
+    reply = client.get("/v1/jobs/" + "0" * 32)
+    assert reply.status_code == 404
+    assert reply.json()["message"] == f"job {'0' * 32} not found"
+
+
+def test_policy_key_is_not_a_job(client):
+    job_id = client.post("/v1/jobs", json={"method": {"basis": {"kind": "chebyshev", "degree": 3}}}).json()["id"]
+    wait_status(client, job_id, {"succeeded"})
+    assert client.get(f"/v1/jobs/{job_id}:policy").status_code == 404
+    assert client.delete(f"/v1/jobs/{job_id}:policy").status_code == 404
+
+
+def test_non_json_body_gets_415(client):
+    reply = client.post("/v1/jobs", content=b'{"method": {}}', headers={"content-type": "text/plain"})
+    assert reply.status_code == 415
+    assert "application/json" in reply.json()["message"]
+
+
+def test_long_invalid_input_not_echoed_whole(client):
+    reply = client.post("/v1/jobs", json={"label": "x" * 100_000, "method": {"basis": {"kind": "chebyshev"}}})
+    assert reply.status_code == 422
+    assert len(reply.content) < 5_000
+
+
+def test_missing_kind_lists_choices(client):
+    reply = client.post("/v1/jobs", json={"method": {"basis": {"degree": 4}}})
+    assert reply.status_code == 422
+    [item] = reply.json()["detail"]
+    assert item["field"] == "method.basis"
+    assert "valid choices: chebyshev, spline, nn" in item["msg"]
+
+
+def test_query_range_names_both_bounds(client):
+    reply = client.get("/v1/jobs", params={"limit": 0})
+    assert reply.status_code == 422
+    assert "1 <= value <= 500" in reply.json()["message"]
 
 
 def test_list_filters(client):
@@ -105,9 +157,14 @@ def test_list_filters(client):
     assert client.get("/v1/jobs", params={"status": "bogus"}).status_code == 422
 
 
-def test_queued_job_cancelled_and_deleted(client):
-    # No worker listens on the gpu queue here, so this job stays queued.
-    job_id = client.post("/v1/jobs", json={"method": {"basis": {"kind": "nn"}}, "device": "gpu"}).json()["id"]
+def queued_job(stack):
+    """Create a queued record that no message points to, so it stays queued."""
+    store = JobStore.from_url(stack.redis_url, get_settings().key_prefix)
+    return store, store.create(JobSpec.model_validate({"method": {"basis": {"kind": "nn"}}})).id
+
+
+def test_queued_job_cancelled_and_deleted(client, stack):
+    _, job_id = queued_job(stack)
     assert client.get(f"/v1/jobs/{job_id}").json()["status"] == "queued"
     assert client.delete(f"/v1/jobs/{job_id}").status_code == 409
     reply = client.post(f"/v1/jobs/{job_id}/cancel")
@@ -122,7 +179,9 @@ def test_running_job_cancelled(client):
     job_id = client.post("/v1/jobs", json={"method": {"basis": {"kind": "nn"},
                                                       "algorithm": {"kind": "adam", "steps": 1_000_000}}}).json()["id"]
     wait_status(client, job_id, {"running"})
-    client.post(f"/v1/jobs/{job_id}/cancel")
+    reply = client.post(f"/v1/jobs/{job_id}/cancel")
+    assert reply.status_code == 202
+    assert reply.json()["status"] == "running"
     record = wait_status(client, job_id, {"cancelled", "succeeded", "failed"}, timeout_s=60)
     assert record["status"] == "cancelled"
     assert record["iterations"] >= 0
@@ -140,8 +199,7 @@ def test_time_limit_gives_timed_out(client):
 
 
 def test_non_finite_floats_through_api(client, stack):
-    store = JobStore.from_url(stack.redis_url, get_settings().key_prefix)
-    job_id = client.post("/v1/jobs", json={"method": {"basis": {"kind": "nn"}}, "device": "gpu"}).json()["id"]
+    store, job_id = queued_job(stack)
     errors = {"box": {"max_log10": float("-inf"), "mean_log10": float("nan")},
               "path": {"max_log10": float("inf"), "mean_log10": 0.0, "share_outside_box": 1.0}}
     store.finish(job_id, "diverged", {"errors": errors, "error": "test"})
