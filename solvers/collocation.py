@@ -1,22 +1,31 @@
-"""Collocation of the Euler equation with a linear basis, solved by Newton's method.
+"""Linear bases on the Euler equation: collocation, least squares and Galerkin systems.
 
 The consumption policy is `c(s) = Phi(s) theta` for a basis with K coefficients. The
-residual vector stacks the unit-free Euler errors at the basis's K nodes (M = K), and
-Newton's method finds `R(theta) = 0` with the analytic Jacobian below and a
-backtracking line search on `||R||_2`.
+objective decides where the Euler residual is taken and how it becomes a system:
+
+- collocation: the residuals at the basis's K nodes, a square system R(theta) = 0;
+- least_squares: the residuals at M > K nodes, minimised in the sum of squares;
+- galerkin: the K projections `sum_q w_q phi_j(s_q) R(s_q)` with a tensor
+  Gauss-Legendre rule over the approximation domain, a square system.
+
+The algorithms in `solvers.algorithms` then solve the system with the analytic Jacobian
+from `euler_system`. Time iteration works on consumption values rather than on the
+residual system, so it is here too.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
+from numpy.polynomial import legendre
 from threadpoolctl import threadpool_limits
 
-from solvers.bases import ChebyshevBasis, SplineBasis, TensorBasis
+from solvers import algorithms
+from solvers.bases import ChebyshevBasis, MonomialBasis, SplineBasis, TensorBasis
 from solvers.control import SolveControl, SolveDiverged
 from solvers.growth import GrowthModel
 from solvers.quadrature import gauss_hermite
@@ -24,19 +33,8 @@ from solvers.solution import Solution
 
 logger = logging.getLogger(__name__)
 
-LINE_SEARCH_HALVINGS = 30
 SINGLE_THREAD_MAX_PARAMS = 2_000
-
-
-@dataclass
-class NewtonResult:
-    """Coefficients theta of shape (K,) and how the iteration ended."""
-
-    theta: np.ndarray
-    iterations: int
-    converged: bool
-    residual_max: float
-    condition_number: float | None
+TIME_ITERATION_NEWTON_STEPS = 30
 
 
 def euler_system(model: GrowthModel, basis: TensorBasis, theta: np.ndarray,
@@ -90,75 +88,203 @@ def euler_system(model: GrowthModel, basis: TensorBasis, theta: np.ndarray,
     return residual, jacobian
 
 
-def solve_newton(model: GrowthModel, basis: TensorBasis, eps: np.ndarray, weights: np.ndarray,
-                 tol: float, max_iterations: int, control: SolveControl,
-                 first_guess=None) -> NewtonResult:
-    """Solve the collocation system by damped Newton steps from a first guess of consumption.
+def build_basis(model: GrowthModel, basis_spec, seed: int = 0) -> TensorBasis:
+    """Return the linear basis a monomial, chebyshev or spline spec describes, on the widened box."""
+    bounds = model.approximation_bounds(basis_spec.domain_margin)
+    dims = bounds.shape[0]
+    if basis_spec.kind in ("chebyshev", "monomial"):
+        cls = ChebyshevBasis if basis_spec.kind == "chebyshev" else MonomialBasis
+        return cls(bounds, [basis_spec.degree] * dims, product=basis_spec.product,
+                   nodes=basis_spec.nodes, seed=seed)
+    if basis_spec.kind == "spline":
+        return SplineBasis(bounds, [basis_spec.n_basis] * dims, order=basis_spec.order,
+                           knots=basis_spec.knots)
+    raise ValueError(f"basis kind {basis_spec.kind!r} is not a linear basis; valid choices: "
+                     f"monomial, chebyshev, spline")
 
-    first_guess(k, log z) defaults to the model's `initial_consumption`, which is the exact
-    policy in the closed-form case.
 
-    Stops when max |R| < tol, when no step along the Newton direction lowers ||R||_2
-    (a floor set by rounding), or after max_iterations. Raises SolveDiverged when the
-    first guess or every damped step gives a non-finite residual.
+def objective_system(model: GrowthModel, basis: TensorBasis, objective, eps: np.ndarray,
+                     weights: np.ndarray) -> tuple[Callable, np.ndarray]:
+    """Return the residual system of an objective and the states where residuals are taken.
+
+    The system maps (theta, with_jacobian) to (R, J), R of shape (M,) or (K,) for Galerkin.
     """
-    nodes = basis.nodes()
-    first_guess = first_guess or model.initial_consumption
-    theta = _fit(basis, nodes, first_guess(nodes[:, 0], nodes[:, 1]))
-    with np.errstate(all="ignore"):
-        residual, jacobian = euler_system(model, basis, theta, nodes, eps, weights)
-    norm = _norm(residual)
-    control.report(0, float(np.max(np.abs(residual))))
+    if objective.kind == "collocation":
+        points = basis.nodes()
+    elif objective.kind == "least_squares":
+        points = basis.nodes(oversampling=objective.oversampling)
+    elif objective.kind == "galerkin":
+        return _galerkin_system(model, basis, objective.extra_points, eps, weights)
+    else:
+        raise ValueError(f"objective {objective.kind!r} does not apply to a linear basis; "
+                         f"valid choices: collocation, least_squares, galerkin")
 
-    iteration, converged = 0, bool(np.max(np.abs(residual)) < tol)
-    while not converged and iteration < max_iterations:
-        iteration += 1
-        step = _solve_linear(jacobian, residual)
-        control.check()
-        theta, residual, jacobian, improved = _line_search(
-            model, basis, theta, step, norm, nodes, eps, weights, iteration, control)
-        norm = _norm(residual)
-        residual_max = float(np.max(np.abs(residual)))
-        control.report(iteration, residual_max)
-        converged = residual_max < tol
-        if not improved:
-            # Rounding sets a floor on ||R||: accept it when it is near the tolerance.
-            converged = residual_max < max(tol, 1e3 * np.finfo(float).eps)
-            break
+    def system(theta: np.ndarray, with_jacobian: bool):
+        return euler_system(model, basis, theta, points, eps, weights, with_jacobian)
 
-    condition = float(np.linalg.cond(jacobian)) if not sp.issparse(jacobian) else None
-    return NewtonResult(theta, iteration, converged, float(np.max(np.abs(residual))), condition)
+    return system, points
 
 
-def _line_search(model, basis, theta, step, norm, nodes, eps, weights, iteration, control):
-    """Return the first of theta - lambda step, lambda = 1, 1/2, ..., that lowers ||R||_2."""
-    lam = 1.0
-    for _ in range(LINE_SEARCH_HALVINGS):
-        control.check()
-        candidate = theta - lam * step
-        with np.errstate(all="ignore"):
-            residual, jacobian = euler_system(model, basis, candidate, nodes, eps, weights)
-        candidate_norm = _norm(residual)
-        if np.isfinite(candidate_norm) and candidate_norm < norm:
-            return candidate, residual, jacobian, True
-        lam /= 2
-    if not np.isfinite(norm):
-        raise SolveDiverged(f"Euler residual is not finite at iteration {iteration}", iteration, None)
-    with np.errstate(all="ignore"):
-        residual, jacobian = euler_system(model, basis, theta, nodes, eps, weights)
-    return theta, residual, jacobian, False
+def _galerkin_system(model, basis, extra_points, eps, weights):
+    """Return the Galerkin system `G_j = sum_q w_q phi_j(s_q) R(s_q)` and its quadrature points."""
+    points, quadrature_weights = gauss_legendre_box(basis.bounds, [n + extra_points for n in basis.sizes])
+    projection = basis.matrix(points).T
+    projection = projection @ sp.diags(quadrature_weights) if sp.issparse(projection) \
+        else projection * quadrature_weights[None, :]
+
+    def system(theta: np.ndarray, with_jacobian: bool):
+        residual, jacobian = euler_system(model, basis, theta, points, eps, weights, with_jacobian)
+        return projection @ residual, (projection @ jacobian if with_jacobian else None)
+
+    return system, points
 
 
-def _fit(basis: TensorBasis, nodes: np.ndarray, values: np.ndarray) -> np.ndarray:
-    """Return theta that interpolates values at the basis nodes."""
-    return _solve_linear(basis.matrix(nodes), values)
+def gauss_legendre_box(bounds: np.ndarray, counts: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """Return the tensor Gauss-Legendre rule on a box: points (Q, d) and weights (Q,).
+
+    `sum_q w_q f(s_q)` integrates f over the box, exactly for polynomials of degree up to
+    2 counts[j] - 1 in state j.
+    """
+    nodes_1d, weights_1d = [], []
+    for (a, b), n in zip(bounds, counts):
+        x, w = legendre.leggauss(n)
+        nodes_1d.append(a + (x + 1) * (b - a) / 2)
+        weights_1d.append(w * (b - a) / 2)
+    grids = np.meshgrid(*nodes_1d, indexing="ij")
+    weight = np.ones(1)
+    for w in weights_1d:
+        weight = np.outer(weight, w).ravel()
+    return np.stack([g.ravel() for g in grids], axis=1), weight
 
 
-def _solve_linear(matrix, rhs: np.ndarray) -> np.ndarray:
-    """Solve matrix x = rhs for a dense array or a scipy.sparse matrix."""
+def fit(basis: TensorBasis, points: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Return theta with Phi(points) theta = values, exactly when square, in least squares otherwise."""
+    matrix = basis.matrix(points)
+    square = matrix.shape[0] == matrix.shape[1]
     if sp.issparse(matrix):
-        return spla.spsolve(matrix.tocsc(), rhs)
-    return np.linalg.solve(matrix, rhs)
+        if square:
+            return spla.spsolve(matrix.tocsc(), values)
+        return spla.spsolve((matrix.T @ matrix).tocsc(), matrix.T @ values)
+    if square:
+        return np.linalg.solve(matrix, values)
+    return np.linalg.lstsq(matrix, values, rcond=None)[0]
+
+
+def first_guess(model: GrowthModel, basis: TensorBasis, guess=None) -> np.ndarray:
+    """Return theta fitted to the first guess of consumption (default: the model's) on twice K points."""
+    guess = guess or model.initial_consumption
+    points = basis.nodes(oversampling=2.0)
+    return fit(basis, points, guess(points[:, 0], points[:, 1]))
+
+
+def solve_collocation(model: GrowthModel, method, control: SolveControl, seed: int = 0) -> Solution:
+    """Solve the growth model with a linear basis, the method's objective and its algorithm."""
+    basis = build_basis(model, method.basis, seed)
+    eps, weights = gauss_hermite(method.quadrature_nodes)
+    system, points = objective_system(model, basis, method.objective, eps, weights)
+    algorithm = method.algorithm
+
+    # Small dense systems gain nothing from BLAS threads, and when another process keeps
+    # the cores busy, threads waiting on each other made a K = 121 solve 100 times slower
+    # (1 s instead of 0.01 s, measured on a 2-core VM).
+    threads = 1 if basis.n_params <= SINGLE_THREAD_MAX_PARAMS else None
+    with threadpool_limits(limits=threads, user_api="blas"):
+        theta = first_guess(model, basis)
+        if algorithm.kind == "time_iteration":
+            result = time_iteration(model, basis, points, theta, eps, weights, algorithm, control)
+        else:
+            result = run_algorithm(system, theta, algorithm, control)
+    logger.info("%s / %s / %s: %d iterations, max |R| %.2e, converged %s", method.basis.kind,
+                method.objective.kind, algorithm.kind, result.iterations, result.residual_max,
+                result.converged)
+
+    def policy(k: np.ndarray, logz: np.ndarray) -> np.ndarray:
+        states = np.column_stack([np.ravel(k), np.ravel(logz)])
+        return basis.evaluate(result.theta, states).reshape(np.shape(k))
+
+    parameters = {"basis": method.basis.model_dump(), "bounds": basis.bounds.tolist(),
+                  "theta": result.theta.tolist()}
+    return Solution(policy=policy, n_params=basis.n_params, n_conditions=points.shape[0],
+                    iterations=result.iterations, converged=result.converged, parameters=parameters,
+                    condition_number=algorithms.condition_number(result.jacobian))
+
+
+def run_algorithm(system, theta: np.ndarray, algorithm, control: SolveControl) -> algorithms.AlgorithmResult:
+    """Dispatch a residual system to the algorithm the spec names."""
+    kind = algorithm.kind
+    if kind == "newton":
+        return algorithms.newton(system, theta, algorithm.tol, algorithm.max_iterations, control)
+    if kind == "gauss_newton":
+        return algorithms.gauss_newton(system, theta, algorithm.tol, algorithm.max_iterations, control)
+    if kind == "levenberg_marquardt":
+        return algorithms.levenberg_marquardt(system, theta, algorithm.tol, algorithm.max_iterations,
+                                              algorithm.damping, control)
+    if kind == "gradient_descent":
+        return algorithms.gradient_descent(system, theta, algorithm.tol, algorithm.max_iterations,
+                                           algorithm.step_size, control)
+    raise ValueError(f"algorithm {kind!r} does not solve a residual system; valid choices: "
+                     f"newton, gauss_newton, levenberg_marquardt, gradient_descent")
+
+
+def time_iteration(model: GrowthModel, basis: TensorBasis, points: np.ndarray, theta: np.ndarray,
+                   eps: np.ndarray, weights: np.ndarray, algorithm, control: SolveControl
+                   ) -> algorithms.AlgorithmResult:
+    """Iterate on the policy: at each node solve the Euler equation for today's consumption
+    given the previous policy tomorrow, then refit theta (damped by `algorithm.damping`).
+
+    The history's residual is the largest relative change of consumption at the nodes.
+    """
+    k, logz = points[:, 0], points[:, 1]
+    c = basis.matrix(points) @ theta
+    change, iteration = np.inf, 0
+    control.report(0, change if np.isfinite(change) else 1.0)
+    while change >= algorithm.tol and iteration < algorithm.max_iterations:
+        iteration += 1
+        c_new = _euler_consumption(model, basis, theta, k, logz, c, eps, weights)
+        theta_new = fit(basis, points, c_new)
+        theta = (1 - algorithm.damping) * theta + algorithm.damping * theta_new
+        c_next = basis.matrix(points) @ theta
+        change = float(np.max(np.abs(c_next - c) / np.abs(c)))
+        c = c_next
+        control.report(iteration, change)
+    residual, jacobian = euler_system(model, basis, theta, points, eps, weights, True)
+    return algorithms.AlgorithmResult(theta, iteration, change < algorithm.tol,
+                                      float(np.max(np.abs(residual))), jacobian)
+
+
+def _euler_consumption(model, basis, theta, k, logz, c, eps, weights) -> np.ndarray:
+    """Solve `beta c^gamma E[c_n(k', z')^-gamma R'] = 1` for c at each node by safeguarded
+    Newton steps, where c_n is the policy with coefficients theta and k' = m - c."""
+    cash = model.cash_on_hand(k, logz)
+    logz_next = (model.rho * logz[:, None] + model.sigma * eps[None, :]).ravel()
+    n_nodes, n_quad = k.size, eps.size
+    w = np.tile(weights, n_nodes)
+    for _ in range(TIME_ITERATION_NEWTON_STEPS):
+        k_next = np.repeat(cash - c, n_quad)
+        states = np.column_stack([k_next, logz_next])
+        c_next = basis.matrix(states) @ theta
+        slope = basis.matrix(states, derivative=0) @ theta
+        z_next = np.exp(logz_next)
+        gross = 1 - model.delta + model.alpha * z_next * k_next ** (model.alpha - 1)
+        gross_slope = model.alpha * (model.alpha - 1) * z_next * k_next ** (model.alpha - 2)
+        expectation = (w * c_next ** -model.gamma * gross).reshape(n_nodes, n_quad).sum(1)
+        # d/dc of the expectation, with dk'/dc = -1.
+        d_expectation = -(w * (-model.gamma * c_next ** (-model.gamma - 1) * slope * gross
+                               + c_next ** -model.gamma * gross_slope)).reshape(n_nodes, n_quad).sum(1)
+        f = model.beta * c ** model.gamma * expectation - 1
+        df = model.beta * (model.gamma * c ** (model.gamma - 1) * expectation + c ** model.gamma * d_expectation)
+        step = f / df
+        # Keep 0 < c < m: halve any step that would leave the interval.
+        c_trial = c - step
+        outside = (c_trial <= 0) | (c_trial >= cash)
+        c_trial[outside] = np.where(step[outside] > 0, c[outside] / 2, (c[outside] + cash[outside]) / 2)
+        if not np.all(np.isfinite(c_trial)):
+            raise SolveDiverged("time iteration: the Euler equation has no finite solution at a node", 0, None)
+        converged = np.max(np.abs(c_trial - c) / c) < 1e-15
+        c = c_trial
+        if converged:
+            break
+    return c
 
 
 def _scale_rows(a: np.ndarray, matrix):
@@ -166,41 +292,3 @@ def _scale_rows(a: np.ndarray, matrix):
     if sp.issparse(matrix):
         return sp.diags(a) @ matrix
     return a[:, None] * matrix
-
-
-def _norm(residual: np.ndarray) -> float:
-    """Return ||R||_2, or inf when any entry is not finite."""
-    return float(np.linalg.norm(residual)) if np.all(np.isfinite(residual)) else np.inf
-
-
-def build_basis(model: GrowthModel, basis_spec) -> TensorBasis:
-    """Return the tensor basis a chebyshev or spline spec describes, on the widened box."""
-    bounds = model.approximation_bounds(basis_spec.domain_margin)
-    if basis_spec.kind == "chebyshev":
-        return ChebyshevBasis(bounds, [basis_spec.degree, basis_spec.degree])
-    return SplineBasis(bounds, [basis_spec.n_basis, basis_spec.n_basis], order=basis_spec.order)
-
-
-def solve_collocation(model: GrowthModel, method, control: SolveControl) -> Solution:
-    """Solve the growth model by collocation with a Chebyshev or spline basis and Newton's method."""
-    basis = build_basis(model, method.basis)
-    eps, weights = gauss_hermite(method.quadrature_nodes)
-    algorithm = method.algorithm
-    # Small dense systems gain nothing from BLAS threads, and when another process keeps
-    # the cores busy, threads waiting on each other made a K = 121 solve 100 times slower
-    # (1 s instead of 0.01 s, measured on a 2-core VM).
-    threads = 1 if basis.n_params <= SINGLE_THREAD_MAX_PARAMS else None
-    with threadpool_limits(limits=threads, user_api="blas"):
-        result = solve_newton(model, basis, eps, weights, algorithm.tol, algorithm.max_iterations, control)
-    logger.info("newton on %s: %d iterations, max |R| %.2e, converged %s",
-                method.basis.kind, result.iterations, result.residual_max, result.converged)
-
-    def policy(k: np.ndarray, logz: np.ndarray) -> np.ndarray:
-        points = np.column_stack([np.ravel(k), np.ravel(logz)])
-        return basis.evaluate(result.theta, points).reshape(np.shape(k))
-
-    parameters = {"basis": method.basis.model_dump(), "bounds": basis.bounds.tolist(),
-                  "theta": result.theta.tolist()}
-    return Solution(policy=policy, n_params=basis.n_params, n_conditions=basis.n_params,
-                    iterations=result.iterations, converged=result.converged,
-                    parameters=parameters, condition_number=result.condition_number)

@@ -40,7 +40,7 @@ from solvers.control import SolveControl
 from solvers.growth import GrowthModel, Policy
 from solvers.quadrature import gauss_hermite
 from solvers.solution import Solution
-from solvers.spec import AdamAlgorithm, MethodSpec, NNBasis
+from solvers.methods import AdamAlgorithm, MethodSpec, NNBasis, SGDAlgorithm
 
 logger = logging.getLogger(__name__)
 
@@ -241,13 +241,14 @@ def solve_nn(model: GrowthModel, method: MethodSpec, seed: int, device: str,
     eps_np, weights_np = gauss_hermite(method.quadrature_nodes)
     eps = torch.as_tensor(eps_np, dtype=dtype, device=torch_device)
     weights = torch.as_tensor(weights_np, dtype=dtype, device=torch_device)
-    sampler = StateSampler(model, bounds, algorithm.batch_size, algorithm.ergodic_share,
+    objective = method.objective
+    sampler = StateSampler(model, bounds, objective.batch_size, objective.ergodic_share,
                            generator, dtype, torch_device)
     check = StabilityCheck(model, (bounds[0, 0], bounds[0, 1]), seed, eps, weights, dtype, torch_device)
 
-    logger.info("nn training start: %dx%d %s, %d steps, batch %d, learning rate %g, device %s, seed %d",
-                basis.depth, basis.width, basis.activation, algorithm.steps,
-                algorithm.batch_size, algorithm.learning_rate, torch_device, seed)
+    logger.info("nn training start: %dx%d %s, %s, %d steps, batch %d, learning rate %g, device %s, seed %d",
+                basis.depth, basis.width, basis.activation, algorithm.kind, algorithm.steps,
+                objective.batch_size, algorithm.learning_rate, torch_device, seed)
     result = train(policy, sampler, check, eps, weights, algorithm, control)
     logger.info("nn training stop: %d steps, best stable check at step %d with max |e| %.2e, "
                 "%d rollbacks, final check stable %s", result.steps, result.best_step,
@@ -258,7 +259,7 @@ def solve_nn(model: GrowthModel, method: MethodSpec, seed: int, device: str,
     return Solution(
         policy=build_policy(parameters),
         n_params=sum(p.numel() for p in policy.parameters() if p.requires_grad),
-        n_conditions=algorithm.batch_size,
+        n_conditions=objective.batch_size,
         iterations=result.steps,
         converged=result.final_stable,
         parameters=parameters,
@@ -320,9 +321,9 @@ class CheckpointKeeper:
 
 
 def train(policy: SharePolicy, sampler: StateSampler, check: StabilityCheck,
-          eps: torch.Tensor, weights: torch.Tensor, algorithm: AdamAlgorithm,
+          eps: torch.Tensor, weights: torch.Tensor, algorithm: AdamAlgorithm | SGDAlgorithm,
           control: SolveControl) -> TrainingResult:
-    """Run Adam on the mean squared Euler error with stability checks and rollbacks.
+    """Run Adam or SGD with momentum on the mean squared Euler error, with stability checks and rollbacks.
 
     The learning rate decays from `learning_rate` to 1% of it along a cosine. Calls
     `control.report(step, max |e| on the step's batch)` at step 1 and every REPORT_EVERY
@@ -330,7 +331,11 @@ def train(policy: SharePolicy, sampler: StateSampler, check: StabilityCheck,
     after the last step.
     """
     model = policy.model
-    optimizer = torch.optim.Adam(policy.parameters(), lr=algorithm.learning_rate)
+    if algorithm.kind == "sgd":
+        optimizer = torch.optim.SGD(policy.parameters(), lr=algorithm.learning_rate,
+                                    momentum=algorithm.momentum)
+    else:
+        optimizer = torch.optim.Adam(policy.parameters(), lr=algorithm.learning_rate)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(
         optimizer, T_max=algorithm.steps, eta_min=0.01 * algorithm.learning_rate)
     keeper = CheckpointKeeper()

@@ -40,12 +40,12 @@ class Outcome:
 def solve(model: GrowthModel, spec: JobSpec, control: SolveControl) -> Solution:
     """Dispatch to the solver of the spec's basis kind."""
     kind = spec.method.basis.kind
-    if kind in ("chebyshev", "spline"):
-        return solve_collocation(model, spec.method, control)
+    if kind in ("monomial", "chebyshev", "spline"):
+        return solve_collocation(model, spec.method, control, seed=spec.seed)
     if kind == "nn":
         from solvers.nn import solve_nn
         return solve_nn(model, spec.method, spec.seed, spec.device, control)
-    raise ValueError(f"unknown basis kind {kind!r}; valid choices: chebyshev, spline, nn")
+    raise ValueError(f"unknown basis kind {kind!r}; valid choices: monomial, chebyshev, spline, nn")
 
 
 def run_spec(spec: JobSpec, control: SolveControl | None = None, job_id: str = "local") -> Outcome:
@@ -109,8 +109,9 @@ def _warnings(spec: JobSpec, solution: Solution) -> list[str]:
     if spec.method.basis.kind == "nn":
         return ["the final stability check failed: simulated capital left the approximation "
                 "domain, so the returned network is the best earlier checkpoint"]
-    return [f"Newton's method did not reach tol = {spec.method.algorithm.tol:g} in "
-            f"{solution.iterations} iterations; the errors describe an unconverged policy"]
+    return [f"{spec.method.algorithm.kind} did not meet its stopping rule (tol = "
+            f"{spec.method.algorithm.tol:g}) in {solution.iterations} iterations; the errors "
+            f"describe an unconverged policy"]
 
 
 def _partial_timings(setup_s: float, solve_started: float, cpu_started: float,

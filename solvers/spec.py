@@ -9,82 +9,16 @@ the valid range in the message.
 from __future__ import annotations
 
 import math
-import unicodedata
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictFloat, StrictInt, model_validator
+from pydantic import AfterValidator, Field, model_validator
+
+from solvers.methods import (  # noqa: F401  (re-exported: the spec's public names)
+    AdamAlgorithm, Algorithm, Basis, ChebyshevBasis, MethodSpec, NewtonAlgorithm, NNBasis,
+    SplineBasis)
+from solvers.schema import StrictModel, bounded, check_label  # noqa: F401
 
 SPEC_VERSION = 1
-
-
-def bounded(
-    lower: float | None,
-    upper: float | None,
-    *,
-    lower_open: bool = False,
-    upper_open: bool = False,
-    integer: bool = False,
-    strict: bool = True,
-) -> Any:
-    """Build a number type whose error message states the whole valid range.
-
-    pydantic's own `gt`/`le` messages name one bound only. A researcher fixing a spec
-    wants both, so the check is done here and the bounds are copied into the JSON schema.
-    With strict (the default for specs) a string or a boolean is not a number, and an
-    integer setting takes no fractional value; query parameters, which arrive as
-    strings, use strict=False.
-    """
-    low_sign = "<" if lower_open else "<="
-    high_sign = "<" if upper_open else "<="
-    parts = []
-    if lower is not None:
-        parts.append(f"{_format_bound(lower)} {low_sign}")
-    parts.append("value")
-    if upper is not None:
-        parts.append(f"{high_sign} {_format_bound(upper)}")
-    valid = " ".join(parts)
-
-    def check(value: float) -> float:
-        if not integer and not math.isfinite(value):
-            raise ValueError(f"{value!r} is not a finite number; valid range is {valid}")
-        too_low = lower is not None and (value <= lower if lower_open else value < lower)
-        too_high = upper is not None and (value >= upper if upper_open else value > upper)
-        if too_low or too_high:
-            raise ValueError(f"{value!r} is out of range; valid range is {valid}")
-        return value
-
-    schema: dict[str, float] = {}
-    if lower is not None:
-        schema["exclusiveMinimum" if lower_open else "minimum"] = lower
-    if upper is not None:
-        schema["exclusiveMaximum" if upper_open else "maximum"] = upper
-    if strict:
-        base = StrictInt if integer else StrictFloat
-    else:
-        base = int if integer else float
-    return Annotated[base, AfterValidator(check), Field(json_schema_extra=schema)]
-
-
-def _format_bound(bound: float) -> str:
-    """Write a bound as an integer when it is one (4294967295, not 4.29497e+09)."""
-    return str(int(bound)) if float(bound).is_integer() else f"{bound:g}"
-
-
-def check_label(label: str | None) -> str | None:
-    """Reject control and format characters, which would break tables and logs."""
-    if label is None:
-        return None
-    for position, char in enumerate(label):
-        if unicodedata.category(char) in ("Cc", "Cf"):
-            raise ValueError(f"label contains the control character U+{ord(char):04X} at "
-                             f"position {position}; use printable text only")
-    return label
-
-
-class StrictModel(BaseModel):
-    """Base for spec parts: unknown keys are errors, not silently dropped."""
-
-    model_config = ConfigDict(extra="forbid", validate_default=True)
 
 
 class GrowthParams(StrictModel):
@@ -145,119 +79,6 @@ class GrowthModelSpec(StrictModel):
     params: GrowthParams = Field(default_factory=GrowthParams)
 
 
-class BasisSettings(StrictModel):
-    """Settings every basis shares."""
-
-    domain_margin: bounded(0, 1) = Field(
-        0.2, description="Widening of the approximation domain beyond the state box, as a "
-        "share of the box's half-width on each side, so that simulated paths that leave "
-        "the box are not extrapolated. Capital's lower end never goes below half the box's.")
-
-
-class ChebyshevBasis(BasisSettings):
-    """Tensor-product Chebyshev polynomials, collocated at the Chebyshev zeros."""
-
-    kind: Literal["chebyshev"]
-    degree: bounded(1, 40, integer=True) = Field(
-        10, description="Polynomial degree in each state; K = (degree + 1)^2 coefficients.")
-
-
-class SplineBasis(BasisSettings):
-    """Tensor-product B-splines with uniform interior knots, collocated at the
-    Greville abscissae."""
-
-    kind: Literal["spline"]
-    order: Literal[3] = Field(
-        3, description="Polynomial degree of each piece; 3 is cubic.")
-    # NOTE: the cap keeps the sparse Newton solve within minutes and about 1 GB: n_basis
-    # 160 took 58 s and 0.7 GB on a 2-core VM, and 400 grew past 4.8 GB before its first step.
-    n_basis: bounded(4, 150, integer=True) = Field(
-        30, description="Basis functions per state; K = n_basis^2 coefficients.")
-
-
-class NNBasis(BasisSettings):
-    """Multilayer perceptron whose output is the share of cash on hand consumed,
-    so every policy it can represent is feasible."""
-
-    kind: Literal["nn"]
-    domain_margin: bounded(0, 1) = Field(
-        0.5, description="Widening of the approximation domain beyond the state box, as a "
-        "share of the box's half-width on each side. Wider than for the linear bases "
-        "because the network is trained only on sampled states in this domain, and the "
-        "evaluator's 10,000-period path reaches log z about 4 standard deviations from 0 "
-        "under the default calibration. Capital's lower end never goes below half the box's.")
-    width: bounded(1, 1024, integer=True) = Field(64, description="Neurons per hidden layer.")
-    depth: bounded(1, 8, integer=True) = Field(2, description="Number of hidden layers.")
-    activation: Literal["tanh", "relu", "sigmoid", "silu"] = "tanh"
-
-
-Basis = Annotated[Union[ChebyshevBasis, SplineBasis, NNBasis], Field(discriminator="kind")]
-
-
-class NewtonAlgorithm(StrictModel):
-    """Newton's method on the square collocation system, with a backtracking line
-    search on the residual norm and an analytic Jacobian."""
-
-    kind: Literal["newton"]
-    tol: bounded(0, 1e-2, lower_open=True) = Field(
-        1e-13, description="Stop when the largest absolute residual at the nodes is below this.")
-    max_iterations: bounded(1, 1000, integer=True) = 50
-
-
-class AdamAlgorithm(StrictModel):
-    """Adam on mini-batches of squared Euler residuals at sampled states."""
-
-    kind: Literal["adam"]
-    steps: bounded(1, 10_000_000, integer=True) = Field(
-        3000, description="Number of optimizer steps.")
-    batch_size: bounded(8, 1_000_000, integer=True) = Field(
-        256, description="States per mini-batch.")
-    learning_rate: bounded(0, 1, lower_open=True) = Field(
-        3e-3, description="Initial learning rate; it decays by cosine annealing to 1% of it.")
-    ergodic_share: bounded(0, 1) = Field(
-        0.5, description="Share of each batch drawn from states simulated under the "
-        "current policy rather than uniformly from the box.")
-
-
-Algorithm = Annotated[Union[NewtonAlgorithm, AdamAlgorithm], Field(discriminator="kind")]
-
-# Which algorithms fit which basis; the first is the default.
-VALID_ALGORITHMS = {"chebyshev": ("newton",), "spline": ("newton",), "nn": ("adam",)}
-
-
-class MethodSpec(StrictModel):
-    """How the model is solved: the parameterization of the policy and the algorithm."""
-
-    basis: Basis
-    algorithm: Algorithm | None = Field(
-        None, description="Defaults to the first valid algorithm for the basis kind.")
-    quadrature_nodes: bounded(2, 15, integer=True) = Field(
-        10, description="Gauss-Hermite nodes for the expectation over eps used by the "
-        "solver (the accuracy evaluator always uses more).")
-
-    @model_validator(mode="before")
-    @classmethod
-    def fill_algorithm(cls, data: Any) -> Any:
-        """Give the basis kind's default algorithm when none is named."""
-        if not isinstance(data, dict) or data.get("algorithm") is not None:
-            return data
-        basis = data.get("basis")
-        kind = basis.get("kind") if isinstance(basis, dict) else getattr(basis, "kind", None)
-        if kind in VALID_ALGORITHMS:
-            return {**data, "algorithm": {"kind": VALID_ALGORITHMS[kind][0]}}
-        return data
-
-    @model_validator(mode="after")
-    def check_combination(self) -> "MethodSpec":
-        """Reject an algorithm that does not apply to the basis."""
-        valid = VALID_ALGORITHMS[self.basis.kind]
-        if self.algorithm.kind not in valid:
-            raise ValueError(
-                f"algorithm.kind {self.algorithm.kind!r} does not apply to basis "
-                f"{self.basis.kind!r}; valid choices: {', '.join(valid)}")
-        return self
-
-
 class JobSpec(StrictModel):
     """One solve job: a model, a method, a seed, a device and a time limit."""
 
@@ -292,3 +113,11 @@ class JobSpec(StrictModel):
         if basis.kind == "spline":
             return f"spline n {basis.n_basis}"
         return f"nn {basis.depth}x{basis.width} {basis.activation}"
+
+
+def describe_catalogue() -> dict[str, Any]:
+    """Return every model and method part with its settings, the valid combinations and
+    the defaults: what `GET /v1/catalogue` serves and `eulerbench catalogue` prints."""
+    from solvers.methods import describe_methods, describe_part
+
+    return {"models": {"growth": describe_part(GrowthParams)}, **describe_methods()}

@@ -4,7 +4,9 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from solvers.collocation import build_basis, euler_system, solve_newton
+from solvers import algorithms
+from solvers.collocation import build_basis, euler_system, first_guess, objective_system
+from solvers.methods import CollocationObjective
 from solvers.control import SolveControl, SolveDiverged
 from solvers.growth import GrowthModel
 from solvers.quadrature import gauss_hermite
@@ -117,8 +119,9 @@ def test_newton_finds_closed_form_from_poor_guess():
     model = GrowthModel(gamma=1.0, delta=1.0)
     approximation = build_basis(model, spec({"kind": "chebyshev", "degree": 10}).method.basis)
     eps, weights = gauss_hermite(10)
-    result = solve_newton(model, approximation, eps, weights, 1e-13, 50, SolveControl(),
-                          first_guess=lambda k, logz: 0.8 * model.initial_consumption(k, logz))
+    system, _ = objective_system(model, approximation, CollocationObjective(kind="collocation"), eps, weights)
+    theta = first_guess(model, approximation, lambda k, logz: 0.8 * model.initial_consumption(k, logz))
+    result = algorithms.newton(system, theta, 1e-13, 50, SolveControl())
     assert result.converged
     assert result.iterations >= 3
     k = np.linspace(*model.bounds[0], 50)

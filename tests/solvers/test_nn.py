@@ -98,7 +98,7 @@ def test_solution_counts(short_solution):
     expected = 2 * width + width + (depth - 1) * (width * width + width) + width + 1
 
     assert short_solution.n_params == expected
-    assert short_solution.n_conditions == method.algorithm.batch_size
+    assert short_solution.n_conditions == method.objective.batch_size
     assert short_solution.iterations == SHORT_STEPS
 
 
