@@ -18,7 +18,7 @@ from redis import RedisError
 
 from service.errors import describe_errors, summarize
 from solvers.record import STATUSES, JobRecord
-from solvers.spec import JobSpec, bounded
+from solvers.spec import JobSpec, bounded, describe_catalogue
 from worker.celery_app import QUEUES, create_celery
 from worker.settings import Settings, get_settings
 from worker.store import MAX_PAGE, JobNotFound, JobStateError, JobStore
@@ -99,6 +99,12 @@ def _add_job_routes(app: FastAPI) -> None:
         return JSONResponse({"status": "ok" if ok else "unavailable", "redis": ok, "workers": workers},
                             status_code=200 if ok else 503)
 
+    @app.get("/v1/catalogue")
+    def catalogue() -> dict:
+        """List every model, basis, residual, objective and algorithm with its settings,
+        defaults and valid combinations."""
+        return describe_catalogue()
+
     @app.post("/v1/jobs", status_code=202, response_model=JobAccepted)
     def submit_job(spec: JobSpec) -> JobAccepted:
         """Queue a solve job; the reply carries its id."""
@@ -122,7 +128,7 @@ def _add_job_routes(app: FastAPI) -> None:
 
     @app.get("/v1/jobs", response_model=JobPage)
     def list_jobs(model: Literal["growth"] | None = None,
-                  basis: Literal["chebyshev", "spline", "nn"] | None = None,
+                  basis: Literal["monomial", "chebyshev", "spline", "nn"] | None = None,
                   status: Literal[STATUSES] | None = None,  # type: ignore[valid-type]
                   limit: bounded(1, MAX_PAGE, integer=True, strict=False) = 50,
                   offset: bounded(0, None, integer=True, strict=False) = 0) -> Response:

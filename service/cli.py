@@ -152,6 +152,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_url(cancel)
     cancel.set_defaults(handler=cmd_cancel)
 
+    catalogue = commands.add_parser("catalogue", help="Print every model and method part with "
+                                    "its settings, and the valid combinations.")
+    catalogue.add_argument("--json", action="store_true", help="Print the catalogue as JSON.")
+    catalogue.set_defaults(handler=cmd_catalogue)
+
     api = commands.add_parser("api", help="Serve the HTTP API (uvicorn).")
     api.add_argument("--host", default="127.0.0.1", help="Address to bind.")
     api.add_argument("--port", type=port_number, default=8000, help="Port to bind.")
@@ -277,6 +282,47 @@ def cmd_cancel(args: argparse.Namespace) -> int:
     else:
         print(f"{args.id}: {record['status']}")
     return 0
+
+
+def cmd_catalogue(args: argparse.Namespace) -> int:
+    """Print the method catalogue as text or JSON."""
+    from solvers.spec import describe_catalogue
+
+    catalogue = describe_catalogue()
+    if args.json:
+        print(json.dumps(catalogue, indent=2))
+        return 0
+    for part in ("models", "bases", "residuals", "objectives", "algorithms"):
+        print(part.upper())
+        for kind, entry in catalogue[part].items():
+            print(f"  {kind}: {entry['description']}")
+            for name, setting in entry["settings"].items():
+                print(f"      {name} = {json.dumps(setting.get('default'))}{_range_text(setting)}")
+        print()
+    print("VALID COMBINATIONS (basis / residual / objective: algorithms; defaults first)")
+    grouped: dict[tuple, list[str]] = {}
+    for row in catalogue["combinations"]:
+        key = (row["basis"], row["residual"], row["objective"])
+        grouped.setdefault(key, []).append(row["algorithm"])
+    for (basis, residual, objective), algorithms in grouped.items():
+        note = " (product 'tensor' only)" if objective == "collocation" and basis in ("monomial", "chebyshev") else ""
+        print(f"  {basis} / {residual} / {objective}{note}: {', '.join(algorithms)}")
+    return 0
+
+
+def _range_text(setting: dict) -> str:
+    """Return the valid range or choices of a setting, for the catalogue listing."""
+    if "enum" in setting:
+        return f"  (one of {', '.join(map(str, setting['enum']))})"
+    low = setting.get("minimum", setting.get("exclusiveMinimum"))
+    high = setting.get("maximum", setting.get("exclusiveMaximum"))
+    if low is None and high is None:
+        return ""
+    low_sign = "<" if "exclusiveMinimum" in setting else "<="
+    high_sign = "<" if "exclusiveMaximum" in setting else "<="
+    left = f"{low} {low_sign} " if low is not None else ""
+    right = f" {high_sign} {high}" if high is not None else ""
+    return f"  ({left}value{right})"
 
 
 def cmd_api(args: argparse.Namespace) -> int:

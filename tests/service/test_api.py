@@ -134,7 +134,7 @@ def test_missing_kind_lists_choices(client):
     assert reply.status_code == 422
     [item] = reply.json()["detail"]
     assert item["field"] == "method.basis"
-    assert "valid choices: chebyshev, spline, nn" in item["msg"]
+    assert "valid choices: monomial, chebyshev, spline, nn" in item["msg"]
 
 
 def test_query_range_names_both_bounds(client):
@@ -217,3 +217,19 @@ def test_openapi_docs(client):
     assert client.get("/docs").status_code == 200
     schema = client.get("/openapi.json").json()
     assert "/v1/jobs" in schema["paths"]
+
+
+def test_catalogue_endpoint(client):
+    reply = client.get("/v1/catalogue")
+    assert reply.status_code == 200
+    catalogue = reply.json()
+    assert "growth" in catalogue["models"]
+    assert {"basis": "spline", "residual": "euler", "objective": "galerkin", "algorithm": "newton"} in catalogue["combinations"]
+
+
+def test_invalid_combination_gets_422_with_choices(client):
+    reply = client.post("/v1/jobs", json={"method": {"basis": {"kind": "nn"}, "objective": {"kind": "galerkin"}}})
+    assert reply.status_code == 422
+    [item] = reply.json()["detail"]
+    assert item["field"] == "method"
+    assert "valid choices: sampled_mse" in item["msg"]
