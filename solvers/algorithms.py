@@ -193,6 +193,18 @@ def _least_squares_step(jacobian, residual: np.ndarray, mu: float) -> np.ndarray
     return np.linalg.lstsq(augmented, rhs, rcond=None)[0]
 
 
+def solve_linear_least_squares(matrix, rhs: np.ndarray) -> np.ndarray:
+    """Solve matrix x = rhs exactly when square, in least squares otherwise; dense or sparse."""
+    square = matrix.shape[0] == matrix.shape[1]
+    if sp.issparse(matrix):
+        if square:
+            return spla.spsolve(matrix.tocsc(), rhs)
+        return spla.spsolve((matrix.T @ matrix).tocsc(), matrix.T @ rhs)
+    if square:
+        return np.linalg.solve(matrix, rhs)
+    return np.linalg.lstsq(matrix, rhs, rcond=None)[0]
+
+
 def _solve_linear(matrix, rhs: np.ndarray) -> np.ndarray:
     """Solve matrix x = rhs for a dense array or a scipy.sparse matrix."""
     if sp.issparse(matrix):

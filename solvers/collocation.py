@@ -20,7 +20,6 @@ from typing import Callable
 
 import numpy as np
 import scipy.sparse as sp
-import scipy.sparse.linalg as spla
 from numpy.polynomial import legendre
 from threadpoolctl import threadpool_limits
 
@@ -99,8 +98,12 @@ def build_basis(model: GrowthModel, basis_spec, seed: int = 0) -> TensorBasis:
     if basis_spec.kind == "spline":
         return SplineBasis(bounds, [basis_spec.n_basis] * dims, order=basis_spec.order,
                            knots=basis_spec.knots)
+    if basis_spec.kind == "grid":
+        # Linear B-splines on a uniform grid interpolate linearly between grid points,
+        # and their Greville nodes are the grid points themselves.
+        return SplineBasis(bounds, [basis_spec.points] * dims, order=1)
     raise ValueError(f"basis kind {basis_spec.kind!r} is not a linear basis; valid choices: "
-                     f"monomial, chebyshev, spline")
+                     f"monomial, chebyshev, spline, grid")
 
 
 def objective_system(model: GrowthModel, basis: TensorBasis, objective, eps: np.ndarray,
@@ -159,15 +162,7 @@ def gauss_legendre_box(bounds: np.ndarray, counts: list[int]) -> tuple[np.ndarra
 
 def fit(basis: TensorBasis, points: np.ndarray, values: np.ndarray) -> np.ndarray:
     """Return theta with Phi(points) theta = values, exactly when square, in least squares otherwise."""
-    matrix = basis.matrix(points)
-    square = matrix.shape[0] == matrix.shape[1]
-    if sp.issparse(matrix):
-        if square:
-            return spla.spsolve(matrix.tocsc(), values)
-        return spla.spsolve((matrix.T @ matrix).tocsc(), matrix.T @ values)
-    if square:
-        return np.linalg.solve(matrix, values)
-    return np.linalg.lstsq(matrix, values, rcond=None)[0]
+    return algorithms.solve_linear_least_squares(basis.matrix(points), values)
 
 
 def first_guess(model: GrowthModel, basis: TensorBasis, guess=None) -> np.ndarray:

@@ -71,6 +71,15 @@ class SplineBasis(BasisSettings):
         "None, or None for a state, means uniform knots with n_basis functions.")
 
 
+class GridBasis(BasisSettings):
+    """The tabular baseline: values on a uniform tensor grid, linear interpolation between
+    grid points (linear B-splines whose knots are the grid points), with sparse matrices."""
+
+    kind: Literal["grid"]
+    points: bounded(2, 150, integer=True) = Field(
+        50, description="Grid points per state; K = points^d values.")
+
+
 class NNBasis(BasisSettings):
     """Multilayer perceptron whose output is the share of cash on hand consumed,
     so every policy it can represent is feasible."""
@@ -87,7 +96,7 @@ class NNBasis(BasisSettings):
     activation: Literal["tanh", "relu", "sigmoid", "silu"] = "tanh"
 
 
-Basis = Annotated[Union[MonomialBasis, ChebyshevBasis, SplineBasis, NNBasis],
+Basis = Annotated[Union[MonomialBasis, ChebyshevBasis, SplineBasis, GridBasis, NNBasis],
                   Field(discriminator="kind")]
 
 
@@ -97,7 +106,41 @@ class EulerResidual(StrictModel):
     kind: Literal["euler"]
 
 
-Residual = Annotated[Union[EulerResidual], Field(discriminator="kind")]
+class BellmanResidual(StrictModel):
+    """Bellman-equation error `V(s) - max_c {u(c) + beta E[V(s')]}` of a value function."""
+
+    kind: Literal["bellman"]
+
+
+class SavingsRatePolicy(StrictModel):
+    """Save a constant share of cash on hand: c = (1 - rate) m."""
+
+    kind: Literal["savings_rate"]
+    rate: bounded(0, 1, lower_open=True, upper_open=True) = Field(
+        0.2, description="Share of cash on hand saved as next-period capital.")
+
+
+class ClosedFormPolicy(StrictModel):
+    """The model's closed-form policy (log utility with full depreciation only)."""
+
+    kind: Literal["closed_form"]
+
+
+FixedPolicy = Annotated[Union[SavingsRatePolicy, ClosedFormPolicy], Field(discriminator="kind")]
+
+
+class PolicyEvaluationResidual(StrictModel):
+    """Error of the value of a fixed policy, `V(s) - u(c(s)) - beta E[V(s')]`; linear in the
+    coefficients of a linear basis, so one linear solve gives the answer."""
+
+    kind: Literal["policy_evaluation"]
+    # NOTE: evaluating a finished job's policy by its id is not available yet.
+    policy: FixedPolicy = Field(default_factory=lambda: SavingsRatePolicy(kind="savings_rate"),
+                                description="The policy whose value is computed.")
+
+
+Residual = Annotated[Union[EulerResidual, BellmanResidual, PolicyEvaluationResidual],
+                     Field(discriminator="kind")]
 
 
 class CollocationObjective(StrictModel):
@@ -190,6 +233,18 @@ class TimeIterationAlgorithm(IterativeSettings):
         1.0, description="Weight on the new policy in each update; 1 is undamped.")
 
 
+class VFIAlgorithm(IterativeSettings):
+    """Value function iteration: apply the Bellman operator at the nodes and refit, with
+    optional Howard steps that re-apply the last policy's value update between maximisations."""
+
+    kind: Literal["vfi"]
+    tol: bounded(0, 1e-2, lower_open=True) = Field(
+        1e-10, description="Stop when the largest change of V at the nodes, relative to max(1, |V|), is below this.")
+    max_iterations: bounded(1, 1_000_000, integer=True) = 20_000
+    howard_steps: bounded(0, 10_000, integer=True) = Field(
+        20, description="Policy-evaluation steps after each maximisation (0 is plain VFI).")
+
+
 class AdamAlgorithm(StrictModel):
     """Adam on mini-batches, with automatic differentiation."""
 
@@ -210,35 +265,46 @@ class SGDAlgorithm(StrictModel):
 
 
 Algorithm = Annotated[Union[NewtonAlgorithm, GaussNewtonAlgorithm, LevenbergMarquardtAlgorithm,
-                            GradientDescentAlgorithm, TimeIterationAlgorithm, AdamAlgorithm,
-                            SGDAlgorithm], Field(discriminator="kind")]
+                            GradientDescentAlgorithm, TimeIterationAlgorithm, VFIAlgorithm,
+                            AdamAlgorithm, SGDAlgorithm], Field(discriminator="kind")]
 
 # Valid combinations, the first of each tuple being the default.
-RESIDUALS_FOR_BASIS = {kind: ("euler",) for kind in ("monomial", "chebyshev", "spline", "nn")}
-OBJECTIVES_FOR_BASIS = {
-    "monomial": ("collocation", "least_squares", "galerkin"),
-    "chebyshev": ("collocation", "least_squares", "galerkin"),
-    "spline": ("collocation", "least_squares", "galerkin"),
-    "nn": ("sampled_mse",),
+LINEAR_BASES = ("monomial", "chebyshev", "spline", "grid")
+RESIDUALS_FOR_BASIS = {**{kind: ("euler", "bellman", "policy_evaluation") for kind in LINEAR_BASES},
+                       "nn": ("euler",)}
+OBJECTIVES_FOR_BASIS = {**{kind: ("collocation", "least_squares", "galerkin") for kind in LINEAR_BASES},
+                        "nn": ("sampled_mse",)}
+# NOTE: Galerkin projection of the Bellman and policy-evaluation residuals is not built yet.
+OBJECTIVES_FOR_RESIDUAL = {
+    "euler": ("collocation", "least_squares", "galerkin", "sampled_mse"),
+    "bellman": ("collocation", "least_squares"),
+    "policy_evaluation": ("collocation", "least_squares"),
 }
 # NOTE: Newton on a least-squares objective needs the Hessian of the loss, with second
 # derivatives of the residual; until that exists, least_squares takes the others.
-ALGORITHMS_FOR_OBJECTIVE = {
-    "collocation": ("newton", "gauss_newton", "levenberg_marquardt", "gradient_descent", "time_iteration"),
-    "least_squares": ("gauss_newton", "levenberg_marquardt", "gradient_descent"),
-    "galerkin": ("newton", "gauss_newton", "levenberg_marquardt", "gradient_descent"),
-    "sampled_mse": ("adam", "sgd"),
+ALGORITHMS = {
+    ("euler", "collocation"): ("newton", "gauss_newton", "levenberg_marquardt", "gradient_descent",
+                               "time_iteration"),
+    ("euler", "least_squares"): ("gauss_newton", "levenberg_marquardt", "gradient_descent"),
+    ("euler", "galerkin"): ("newton", "gauss_newton", "levenberg_marquardt", "gradient_descent"),
+    ("euler", "sampled_mse"): ("adam", "sgd"),
+    # Newton on the Bellman residual, whose Jacobian follows from the envelope theorem,
+    # is policy iteration.
+    ("bellman", "collocation"): ("vfi", "newton"),
+    ("bellman", "least_squares"): ("vfi", "gauss_newton"),
+    ("policy_evaluation", "collocation"): ("newton",),
+    ("policy_evaluation", "least_squares"): ("gauss_newton",),
 }
 DENSE_BASES = ("monomial", "chebyshev")
 JACOBIAN_ALGORITHMS = ("newton", "gauss_newton", "levenberg_marquardt")
 
 
-def valid_objectives(basis: Any) -> tuple[str, ...]:
-    """Return the objectives that fit a basis spec; a complete polynomial has no square grid."""
-    objectives = OBJECTIVES_FOR_BASIS[basis.kind]
-    if getattr(basis, "product", "tensor") == "complete":
-        return tuple(o for o in objectives if o != "collocation")
-    return objectives
+def valid_objectives(basis_kind: str, residual: str, product: str = "tensor") -> tuple[str, ...]:
+    """Return the objectives that fit a basis and a residual; a complete polynomial has no
+    square grid of nodes, so it takes no collocation."""
+    return tuple(o for o in OBJECTIVES_FOR_BASIS[basis_kind]
+                 if o in OBJECTIVES_FOR_RESIDUAL[residual]
+                 and not (product == "complete" and o == "collocation"))
 
 
 class MethodSpec(StrictModel):
@@ -267,13 +333,14 @@ class MethodSpec(StrictModel):
         data = dict(data)
         if data.get("residual") is None:
             data["residual"] = {"kind": RESIDUALS_FOR_BASIS[kind][0]}
-        if data.get("objective") is None:
-            complete = basis.get("product") == "complete"
-            objectives = [o for o in OBJECTIVES_FOR_BASIS[kind] if not (complete and o == "collocation")]
-            data["objective"] = {"kind": objectives[0]}
-        objective = data["objective"].get("kind") if isinstance(data["objective"], dict) else None
-        if data.get("algorithm") is None and objective in ALGORITHMS_FOR_OBJECTIVE:
-            data["algorithm"] = {"kind": ALGORITHMS_FOR_OBJECTIVE[objective][0]}
+        residual = data["residual"].get("kind") if isinstance(data["residual"], dict) else None
+        if data.get("objective") is None and residual in OBJECTIVES_FOR_RESIDUAL:
+            objectives = valid_objectives(kind, residual, basis.get("product", "tensor"))
+            if objectives:
+                data["objective"] = {"kind": objectives[0]}
+        objective = data["objective"].get("kind") if isinstance(data.get("objective"), dict) else None
+        if data.get("algorithm") is None and (residual, objective) in ALGORITHMS:
+            data["algorithm"] = {"kind": ALGORITHMS[(residual, objective)][0]}
         return data
 
     @model_validator(mode="after")
@@ -283,24 +350,30 @@ class MethodSpec(StrictModel):
         if self.residual.kind not in residuals:
             raise ValueError(f"residual.kind {self.residual.kind!r} does not apply to basis "
                              f"{self.basis.kind!r}; valid choices: {', '.join(residuals)}")
-        objectives = valid_objectives(self.basis)
-        if self.objective.kind not in objectives:
-            product = f" with product {self.basis.product!r}" if hasattr(self.basis, "product") else ""
-            raise ValueError(f"objective.kind {self.objective.kind!r} does not apply to basis "
-                             f"{self.basis.kind!r}{product}; valid choices: {', '.join(objectives)}")
-        algorithms = ALGORITHMS_FOR_OBJECTIVE[self.objective.kind]
-        if self.algorithm.kind not in algorithms:
-            raise ValueError(f"algorithm.kind {self.algorithm.kind!r} does not apply to objective "
-                             f"{self.objective.kind!r}; valid choices: {', '.join(algorithms)}")
+        product = getattr(self.basis, "product", "tensor")
+        objectives = valid_objectives(self.basis.kind, self.residual.kind, product)
+        if self.objective is None or self.objective.kind not in objectives:
+            named = self.objective.kind if self.objective is not None else None
+            detail = f" with product {product!r}" if product != "tensor" else ""
+            raise ValueError(f"objective.kind {named!r} does not apply to basis {self.basis.kind!r}"
+                             f"{detail} and residual {self.residual.kind!r}; valid choices: "
+                             f"{', '.join(objectives)}")
+        algorithms = ALGORITHMS[(self.residual.kind, self.objective.kind)]
+        if self.algorithm is None or self.algorithm.kind not in algorithms:
+            named = self.algorithm.kind if self.algorithm is not None else None
+            raise ValueError(f"algorithm.kind {named!r} does not apply to residual "
+                             f"{self.residual.kind!r} with objective {self.objective.kind!r}; "
+                             f"valid choices: {', '.join(algorithms)}")
         return self
 
 
 PARTS = {
-    "bases": (MonomialBasis, ChebyshevBasis, SplineBasis, NNBasis),
-    "residuals": (EulerResidual,),
+    "bases": (MonomialBasis, ChebyshevBasis, SplineBasis, GridBasis, NNBasis),
+    "residuals": (EulerResidual, BellmanResidual, PolicyEvaluationResidual),
     "objectives": (CollocationObjective, LeastSquaresObjective, GalerkinObjective, SampledMSEObjective),
     "algorithms": (NewtonAlgorithm, GaussNewtonAlgorithm, LevenbergMarquardtAlgorithm,
-                   GradientDescentAlgorithm, TimeIterationAlgorithm, AdamAlgorithm, SGDAlgorithm),
+                   GradientDescentAlgorithm, TimeIterationAlgorithm, VFIAlgorithm, AdamAlgorithm,
+                   SGDAlgorithm),
 }
 
 
@@ -318,10 +391,10 @@ def describe_part(cls: type[StrictModel]) -> dict[str, Any]:
 def combinations() -> list[dict[str, str]]:
     """Return every valid (basis, residual, objective, algorithm) combination."""
     rows = []
-    for basis, objectives in OBJECTIVES_FOR_BASIS.items():
+    for basis in OBJECTIVES_FOR_BASIS:
         for residual in RESIDUALS_FOR_BASIS[basis]:
-            for objective in objectives:
-                for algorithm in ALGORITHMS_FOR_OBJECTIVE[objective]:
+            for objective in valid_objectives(basis, residual):
+                for algorithm in ALGORITHMS[(residual, objective)]:
                     row = {"basis": basis, "residual": residual, "objective": objective,
                            "algorithm": algorithm}
                     if objective == "collocation" and basis in ("monomial", "chebyshev"):
@@ -336,8 +409,10 @@ def describe_methods() -> dict[str, Any]:
     catalogue = {part: {cls.model_fields["kind"].annotation.__args__[0]: describe_part(cls) for cls in classes}
                  for part, classes in PARTS.items()}
     catalogue["combinations"] = combinations()
-    catalogue["defaults"] = {
-        basis: {"residual": RESIDUALS_FOR_BASIS[basis][0], "objective": objectives[0],
-                "algorithm": ALGORITHMS_FOR_OBJECTIVE[objectives[0]][0]}
-        for basis, objectives in OBJECTIVES_FOR_BASIS.items()}
+    catalogue["defaults"] = {}
+    for basis in OBJECTIVES_FOR_BASIS:
+        residual = RESIDUALS_FOR_BASIS[basis][0]
+        objective = valid_objectives(basis, residual)[0]
+        catalogue["defaults"][basis] = {"residual": residual, "objective": objective,
+                                        "algorithm": ALGORITHMS[(residual, objective)][0]}
     return catalogue

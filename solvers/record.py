@@ -92,6 +92,9 @@ class JobRecord(RecordPart):
         None, description="2-norm condition number of the final Newton Jacobian (dense bases).")
     history: list[tuple[int, float, float]] = Field(
         default_factory=list, description="Convergence history: (iteration, residual, elapsed_s).")
+    diagnostics: dict[str, float | int | None] = Field(
+        default_factory=dict, description="Method-specific figures, such as the sup-norm Bellman "
+        "residual of a value-function method relative to max |V|.")
     warnings: list[str] = Field(
         default_factory=list, description="Caveats on a result, such as a solve that did not converge.")
     progress: Progress | None = None

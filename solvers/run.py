@@ -40,12 +40,15 @@ class Outcome:
 def solve(model: GrowthModel, spec: JobSpec, control: SolveControl) -> Solution:
     """Dispatch to the solver of the spec's basis kind."""
     kind = spec.method.basis.kind
-    if kind in ("monomial", "chebyshev", "spline"):
+    if spec.method.residual.kind in ("bellman", "policy_evaluation"):
+        from solvers.value import solve_value
+        return solve_value(model, spec.method, control, seed=spec.seed)
+    if kind in ("monomial", "chebyshev", "spline", "grid"):
         return solve_collocation(model, spec.method, control, seed=spec.seed)
     if kind == "nn":
         from solvers.nn import solve_nn
         return solve_nn(model, spec.method, spec.seed, spec.device, control)
-    raise ValueError(f"unknown basis kind {kind!r}; valid choices: monomial, chebyshev, spline, nn")
+    raise ValueError(f"unknown basis kind {kind!r}; valid choices: monomial, chebyshev, spline, grid, nn")
 
 
 def run_spec(spec: JobSpec, control: SolveControl | None = None, job_id: str = "local") -> Outcome:
@@ -93,6 +96,7 @@ def run_spec(spec: JobSpec, control: SolveControl | None = None, job_id: str = "
         "condition_number": solution.condition_number,
         "history": control.history,
         "warnings": _warnings(spec, solution),
+        "diagnostics": solution.extra,
         **machine_fields(load),
     }
     if not accuracy.finite:

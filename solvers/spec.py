@@ -97,6 +97,18 @@ class JobSpec(StrictModel):
         "ends as timed_out.")
 
     @model_validator(mode="after")
+    def check_fixed_policy(self) -> "JobSpec":
+        """Reject evaluating the closed-form policy of a model that has none."""
+        residual = self.method.residual
+        params = self.model.params
+        if residual.kind == "policy_evaluation" and residual.policy.kind == "closed_form" \
+                and not (params.gamma == 1 and params.delta == 1):
+            raise ValueError(f"method.residual.policy 'closed_form' needs gamma = 1 and delta = 1; "
+                             f"got gamma = {params.gamma}, delta = {params.delta}; valid choices "
+                             f"here: savings_rate")
+        return self
+
+    @model_validator(mode="after")
     def check_device(self) -> "JobSpec":
         """Reject a GPU request for a basis that runs on the CPU only."""
         if self.device != "cpu" and self.method.basis.kind != "nn":
@@ -108,11 +120,20 @@ class JobSpec(StrictModel):
     def summary(self) -> str:
         """Return a one-line name of the method, for tables and logs."""
         basis = self.method.basis
-        if basis.kind == "chebyshev":
-            return f"chebyshev deg {basis.degree}"
-        if basis.kind == "spline":
-            return f"spline n {basis.n_basis}"
-        return f"nn {basis.depth}x{basis.width} {basis.activation}"
+        if basis.kind in ("chebyshev", "monomial"):
+            name = f"{basis.kind} deg {basis.degree}" + (" complete" if basis.product == "complete" else "")
+        elif basis.kind == "spline":
+            name = f"spline n {basis.n_basis}" + (f" order {basis.order}" if basis.order != 3 else "")
+        elif basis.kind == "grid":
+            name = f"grid {basis.points}"
+        else:
+            name = f"nn {basis.depth}x{basis.width} {basis.activation}"
+        defaults = MethodSpec.model_validate({"basis": {"kind": basis.kind}})
+        parts = [part.kind for part, default in ((self.method.residual, defaults.residual),
+                                                  (self.method.objective, defaults.objective),
+                                                  (self.method.algorithm, defaults.algorithm))
+                 if part.kind != default.kind]
+        return " ".join([name, *parts])
 
 
 def describe_catalogue() -> dict[str, Any]:
