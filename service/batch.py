@@ -141,7 +141,7 @@ def _running_note(running: list[JobRecord]) -> str:
 
 
 COLUMNS = [
-    ("job", 34), ("status", 9), ("conv", 4), ("K", 6), ("iter", 6), ("solve s", 8), ("box max", 8),
+    ("job", 34), ("status", 9), ("conv", 4), ("K", 6), ("iter", 6), ("cond", 7), ("solve s", 8), ("box max", 8),
     ("box mean", 8), ("path max", 8), ("path mean", 9), ("out", 6), ("closed form", 11),
 ]
 
@@ -157,7 +157,7 @@ def format_table(records: list[JobRecord]) -> str:
     lines.append("")
     lines.append("Errors are log10 of the unit-free Euler error |beta E[u'(c') R'] / u'(c) - 1| on "
                  "10,000 box points and a 10,000-period path. 'conv' says whether the solver met "
-                 "its stopping rule; 'out' is the share of path points outside the box; 'closed "
+                 "its stopping rule; 'cond' is the condition number of the basis matrix at the nodes (dense bases); 'out' is the share of path points outside the box; 'closed "
                  "form' is the max relative distance of k' to the exact policy.")
     for record in records:
         for warning in record.warnings:
@@ -173,6 +173,7 @@ def _row(record: JobRecord) -> list[str]:
     errors, timings = record.errors, record.timings
     converged = {True: "yes", False: "no", None: "-"}[record.converged]
     cells = [name, record.status, converged, _num(record.n_params, "d"), _num(record.iterations, "d"),
+             _num(record.diagnostics.get("basis_condition_number"), ".0e"),
              _num(timings.solve_s if timings else None, ".3f")]
     if errors is None:
         cells += ["-"] * 6

@@ -148,11 +148,11 @@ def gradient_descent(system: System, theta: np.ndarray, tol: float, max_iteratio
     return AlgorithmResult(theta, iteration, bool(_max(residual) < tol), _max(residual), jacobian)
 
 
-def condition_number(jacobian) -> float | None:
-    """Return the 2-norm condition number of a dense Jacobian, or None for a sparse one."""
-    if jacobian is None or sp.issparse(jacobian):
+def condition_number(matrix) -> float | None:
+    """Return the 2-norm condition number of a dense matrix, or None for a sparse one."""
+    if matrix is None or sp.issparse(matrix):
         return None
-    return float(np.linalg.cond(jacobian))
+    return float(np.linalg.cond(matrix))
 
 
 def _line_search(system: System, theta: np.ndarray, step: np.ndarray, norm: float,

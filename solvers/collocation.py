@@ -201,7 +201,20 @@ def solve_collocation(model: GrowthModel, method, control: SolveControl, seed: i
                   "theta": result.theta.tolist()}
     return Solution(policy=policy, n_params=basis.n_params, n_conditions=points.shape[0],
                     iterations=result.iterations, converged=result.converged, parameters=parameters,
-                    condition_number=algorithms.condition_number(result.jacobian))
+                    condition_number=algorithms.condition_number(result.jacobian),
+                    extra=basis_diagnostics(basis, points))
+
+
+def basis_diagnostics(basis: TensorBasis, points: np.ndarray) -> dict[str, float]:
+    """Return the condition number of the basis matrix at the residual points (dense bases)
+    and how many of those points lie outside the approximation domain."""
+    low, high = basis.bounds[:, 0], basis.bounds[:, 1]
+    outside = int(np.sum(np.any((points < low) | (points > high), axis=1)))
+    diagnostics: dict[str, float] = {"nodes_outside_domain": outside}
+    condition = algorithms.condition_number(basis.matrix(points))
+    if condition is not None:
+        diagnostics["basis_condition_number"] = condition
+    return diagnostics
 
 
 def run_algorithm(system, theta: np.ndarray, algorithm, control: SolveControl) -> algorithms.AlgorithmResult:

@@ -28,7 +28,7 @@ import scipy.sparse as sp
 
 from solvers import algorithms
 from solvers.bases import TensorBasis
-from solvers.collocation import build_basis, fit
+from solvers.collocation import basis_diagnostics, build_basis, fit
 from solvers.control import SolveControl
 from solvers.growth import GrowthModel
 from solvers.quadrature import gauss_hermite
@@ -239,7 +239,7 @@ def _solution(model, basis, method, points, result, policy, eps, weights) -> Sol
             states = np.column_stack([np.ravel(k), np.ravel(logz)])
             return basis.evaluate(theta_c, states).reshape(np.shape(k))
 
-    diagnostics = value_diagnostics(model, basis, theta, eps, weights)
+    diagnostics = {**basis_diagnostics(basis, points), **value_diagnostics(model, basis, theta, eps, weights)}
     parameters = {"basis": method.basis.model_dump(), "bounds": basis.bounds.tolist(),
                   "value_theta": theta.tolist()}
     return Solution(policy=policy, n_params=basis.n_params, n_conditions=points.shape[0],

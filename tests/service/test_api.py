@@ -134,7 +134,7 @@ def test_missing_kind_lists_choices(client):
     assert reply.status_code == 422
     [item] = reply.json()["detail"]
     assert item["field"] == "method.basis"
-    assert "valid choices: monomial, chebyshev, spline, nn" in item["msg"]
+    assert "valid choices: monomial, chebyshev, spline, grid, nn" in item["msg"]
 
 
 def test_query_range_names_both_bounds(client):

@@ -17,7 +17,7 @@ def eulerbench(*args, env=None, timeout=300):
                           capture_output=True, text=True, timeout=timeout)
 
 
-@pytest.mark.parametrize("path", sorted((ROOT / "examples").glob("*.[jy]*")), ids=lambda p: p.name)
+@pytest.mark.parametrize("path", sorted((ROOT / "examples").rglob("*.[jy]*")), ids=lambda p: p.name)
 def test_examples_are_valid(path):
     assert load_batch(path)
 

@@ -151,3 +151,13 @@ def test_summary_names_every_combination(row):
                                               "objective": {"kind": row["objective"]},
                                               "algorithm": {"kind": row["algorithm"]}}})
     assert spec.summary().startswith(row["basis"])
+
+
+def test_monomial_basis_ill_conditioned_chebyshev_not():
+    model = GrowthModel()
+    conditions = {}
+    for kind in ("monomial", "chebyshev"):
+        spec = JobSpec.model_validate({"method": {"basis": {"kind": kind, "degree": 15}}})
+        conditions[kind] = solve(model, spec, SolveControl()).extra["basis_condition_number"]
+    assert conditions["monomial"] > 1e10
+    assert conditions["chebyshev"] < 1e3
