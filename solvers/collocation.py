@@ -19,7 +19,9 @@ import logging
 from typing import Callable
 
 import numpy as np
+import scipy.linalg
 import scipy.sparse as sp
+import scipy.sparse.linalg as spla
 from numpy.polynomial import legendre
 from threadpoolctl import threadpool_limits
 
@@ -165,6 +167,27 @@ def fit(basis: TensorBasis, points: np.ndarray, values: np.ndarray) -> np.ndarra
     return algorithms.solve_linear_least_squares(basis.matrix(points), values)
 
 
+def make_fitter(basis: TensorBasis, points: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+    """Return a function values -> theta that fits at fixed points, factorising Phi once.
+
+    Iterative methods refit at the same points every iteration, so the LU factors (square)
+    or the factors of the normal matrix Phi'Phi (least squares, sparse) or the
+    pseudo-inverse (least squares, dense) are computed here once.
+    """
+    matrix = basis.matrix(points)
+    square = matrix.shape[0] == matrix.shape[1]
+    if sp.issparse(matrix):
+        if square:
+            return spla.factorized(matrix.tocsc())
+        solve_normal = spla.factorized((matrix.T @ matrix).tocsc())
+        return lambda values: solve_normal(matrix.T @ values)
+    if square:
+        factors = scipy.linalg.lu_factor(matrix)
+        return lambda values: scipy.linalg.lu_solve(factors, values)
+    pseudo_inverse = np.linalg.pinv(matrix)
+    return lambda values: pseudo_inverse @ values
+
+
 def first_guess(model: GrowthModel, basis: TensorBasis, guess=None) -> np.ndarray:
     """Return theta fitted to the first guess of consumption (default: the model's) on twice K points."""
     guess = guess or model.initial_consumption
@@ -243,15 +266,17 @@ def time_iteration(model: GrowthModel, basis: TensorBasis, points: np.ndarray, t
     The history's residual is the largest relative change of consumption at the nodes.
     """
     k, logz = points[:, 0], points[:, 1]
-    c = basis.matrix(points) @ theta
+    phi = basis.matrix(points)
+    refit = make_fitter(basis, points)
+    c = phi @ theta
     change, iteration = np.inf, 0
     control.report(0, change if np.isfinite(change) else 1.0)
     while change >= algorithm.tol and iteration < algorithm.max_iterations:
         iteration += 1
         c_new = _euler_consumption(model, basis, theta, k, logz, c, eps, weights)
-        theta_new = fit(basis, points, c_new)
+        theta_new = refit(c_new)
         theta = (1 - algorithm.damping) * theta + algorithm.damping * theta_new
-        c_next = basis.matrix(points) @ theta
+        c_next = phi @ theta
         change = float(np.max(np.abs(c_next - c) / np.abs(c)))
         c = c_next
         control.report(iteration, change)

@@ -28,7 +28,7 @@ import scipy.sparse as sp
 
 from solvers import algorithms
 from solvers.bases import TensorBasis
-from solvers.collocation import basis_diagnostics, build_basis, fit
+from solvers.collocation import basis_diagnostics, build_basis, fit, make_fitter
 from solvers.control import SolveControl
 from solvers.growth import GrowthModel
 from solvers.quadrature import gauss_hermite
@@ -36,7 +36,7 @@ from solvers.solution import Solution
 
 logger = logging.getLogger(__name__)
 
-FALSE_POSITION_STEPS = 100  # cap on Illinois steps; about 10 to 20 are used
+FALSE_POSITION_STEPS = 150  # cap on steps; smooth bases use about 10 to 20
 BELLMAN_CHECK_POINTS = 1_000  # box points of the sup-norm Bellman residual diagnostic
 
 
@@ -87,7 +87,7 @@ def optimal_consumption(model: GrowthModel, basis: TensorBasis, theta: np.ndarra
 
     The gap `u'(c) - beta E[V_k]` falls in c when V is concave, so the root is bracketed
     by the ends of (0, m) and found by the Illinois variant of false position, which
-    converges superlinearly. Where the gap keeps one sign over the whole interval, c is
+    converges superlinearly, with a bisection every third step. Where the gap keeps one sign over the whole interval, c is
     the end of the interval that the sign points to.
     """
     def gap(c: np.ndarray) -> np.ndarray:
@@ -100,10 +100,13 @@ def optimal_consumption(model: GrowthModel, basis: TensorBasis, theta: np.ndarra
     c = np.where(g_low <= 0, low, high)
     active = (g_low > 0) & (g_high < 0)
     last_side = np.zeros(cash.shape)
-    for _ in range(FALSE_POSITION_STEPS):
+    for step in range(FALSE_POSITION_STEPS):
         if not active.any():
             break
-        guess = np.where(active, (low * g_high - high * g_low) / (g_high - g_low), c)
+        # Every third step bisects, which bounds the work when V_k is a step function
+        # (the grid basis) and false position alone would creep.
+        secant = (low * g_high - high * g_low) / (g_high - g_low)
+        guess = np.where(active, secant if step % 3 != 2 else (low + high) / 2, c)
         g = gap(guess)
         right = active & (g > 0)
         left = active & (g <= 0)
@@ -114,7 +117,7 @@ def optimal_consumption(model: GrowthModel, basis: TensorBasis, theta: np.ndarra
         high, g_high = np.where(left, guess, high), np.where(left, g, g_high)
         last_side = np.where(right, 1.0, np.where(left, -1.0, last_side))
         c = np.where(active, guess, c)
-        active &= (high - low) > 1e-15 * cash
+        active &= ((high - low) > 1e-13 * cash) & (np.abs(g) > 1e-15 * np.abs(guess ** -model.gamma))
     return c
 
 
@@ -159,6 +162,7 @@ def vfi(model: GrowthModel, basis: TensorBasis, points: np.ndarray, theta: np.nd
     cash = model.cash_on_hand(k, logz)
     next_states = NextStates(model, logz, eps, weights)
     phi = basis.matrix(points)
+    refit = make_fitter(basis, points)
     values = phi @ theta
     change, iteration = np.inf, 0
     control.report(0, 1.0)
@@ -168,9 +172,9 @@ def vfi(model: GrowthModel, basis: TensorBasis, points: np.ndarray, theta: np.nd
         c = optimal_consumption(model, basis, theta, cash, next_states)
         expected = next_states.expected_matrix(basis, cash - c)
         reward = utility(model, c)
-        theta = fit(basis, points, reward + model.beta * (expected @ theta))
+        theta = refit(reward + model.beta * (expected @ theta))
         for _ in range(algorithm.howard_steps):
-            theta = fit(basis, points, reward + model.beta * (expected @ theta))
+            theta = refit(reward + model.beta * (expected @ theta))
         new_values = phi @ theta
         change = float(np.max(np.abs(new_values - values)) / max(1.0, float(np.max(np.abs(new_values)))))
         values = new_values
