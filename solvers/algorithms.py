@@ -51,15 +51,26 @@ def newton(system: System, theta: np.ndarray, tol: float, max_iterations: int,
 
 
 def gauss_newton(system: System, theta: np.ndarray, tol: float, max_iterations: int,
-                 control: SolveControl) -> AlgorithmResult:
-    """Minimise ||R||^2 by Gauss-Newton steps (the linear least-squares step), with line search."""
+                 control: SolveControl, square: bool = False) -> AlgorithmResult:
+    """Minimise ||R||^2 by Gauss-Newton steps (the linear least-squares step), with line search.
+
+    For a square system (square=True) only R near zero counts as converged; otherwise a
+    minimum of ||R||^2 does.
+    """
     return _descend(system, theta, tol, max_iterations, control,
-                    lambda residual, jacobian: _least_squares_step(jacobian, residual, 0.0))
+                    lambda residual, jacobian: _least_squares_step(jacobian, residual, 0.0),
+                    stationary_is_solution=not square)
 
 
 def _descend(system: System, theta: np.ndarray, tol: float, max_iterations: int,
-             control: SolveControl, direction: Callable) -> AlgorithmResult:
-    """Run damped steps theta - lambda d along a direction d(R, J) until a stopping rule holds."""
+             control: SolveControl, direction: Callable,
+             stationary_is_solution: bool = False) -> AlgorithmResult:
+    """Run damped steps theta - lambda d along a direction d(R, J) until a stopping rule holds.
+
+    With stationary_is_solution (least squares), a point where no damped step lowers
+    ||R|| is a minimum of ||R||^2 to rounding, so it counts as converged; for a square
+    system it does only when R itself is near zero.
+    """
     residual, jacobian = _evaluate(system, theta, True)
     if not np.all(np.isfinite(residual)):
         raise SolveDiverged("the first guess gives a non-finite residual", 0, None)
@@ -73,7 +84,8 @@ def _descend(system: System, theta: np.ndarray, tol: float, max_iterations: int,
         candidate = _line_search(system, theta, step, _norm(residual), control)
         if candidate is None:
             # No damped step lowers ||R||: rounding, or a stationary point of ||R||^2.
-            converged = _max(residual) < max(tol, ROUNDING_FLOOR) or _small_step(step, theta, tol)
+            converged = (stationary_is_solution or _max(residual) < max(tol, ROUNDING_FLOOR)
+                         or _small_step(step, theta, tol))
             break
         previous = theta
         theta, residual, jacobian = candidate
@@ -83,11 +95,12 @@ def _descend(system: System, theta: np.ndarray, tol: float, max_iterations: int,
 
 
 def levenberg_marquardt(system: System, theta: np.ndarray, tol: float, max_iterations: int,
-                        damping: float, control: SolveControl) -> AlgorithmResult:
+                        damping: float, control: SolveControl, square: bool = False) -> AlgorithmResult:
     """Minimise ||R||^2 by Levenberg-Marquardt steps.
 
     Each step solves (J'J + mu diag(J'J)) d = J'R. A step that lowers ||R|| is taken
-    and mu shrinks by 3; otherwise mu grows by 4 and the step is tried again.
+    and mu shrinks by 3; otherwise mu grows by 4 and the step is tried again. For a
+    square system (square=True) only R near zero counts as converged.
     """
     residual, jacobian = _evaluate(system, theta, True)
     if not np.all(np.isfinite(residual)):
@@ -106,8 +119,9 @@ def levenberg_marquardt(system: System, theta: np.ndarray, tol: float, max_itera
             converged = _max(residual) < tol or _small_step(step, theta, tol)
         else:
             mu *= 4
-            converged = mu > 1e12 and _max(residual) < max(tol, ROUNDING_FLOOR)
             if mu > 1e12:
+                # No damped step lowers ||R||: a minimum of ||R||^2 to rounding.
+                converged = not square or _max(residual) < max(tol, ROUNDING_FLOOR)
                 break
         control.report(iteration, _max(residual))
     return AlgorithmResult(theta, iteration, bool(converged), _max(residual), jacobian)

@@ -211,7 +211,8 @@ def solve_collocation(model: GrowthModel, method, control: SolveControl, seed: i
         if algorithm.kind == "time_iteration":
             result = time_iteration(model, basis, points, theta, eps, weights, algorithm, control)
         else:
-            result = run_algorithm(system, theta, algorithm, control)
+            square = method.objective.kind in ("collocation", "galerkin")
+            result = run_algorithm(system, theta, algorithm, control, square)
     logger.info("%s / %s / %s: %d iterations, max |R| %.2e, converged %s", method.basis.kind,
                 method.objective.kind, algorithm.kind, result.iterations, result.residual_max,
                 result.converged)
@@ -240,16 +241,18 @@ def basis_diagnostics(basis: TensorBasis, points: np.ndarray) -> dict[str, float
     return diagnostics
 
 
-def run_algorithm(system, theta: np.ndarray, algorithm, control: SolveControl) -> algorithms.AlgorithmResult:
-    """Dispatch a residual system to the algorithm the spec names."""
+def run_algorithm(system, theta: np.ndarray, algorithm, control: SolveControl,
+                  square: bool) -> algorithms.AlgorithmResult:
+    """Dispatch a residual system (square, or least squares) to the algorithm the spec names."""
     kind = algorithm.kind
     if kind == "newton":
         return algorithms.newton(system, theta, algorithm.tol, algorithm.max_iterations, control)
     if kind == "gauss_newton":
-        return algorithms.gauss_newton(system, theta, algorithm.tol, algorithm.max_iterations, control)
+        return algorithms.gauss_newton(system, theta, algorithm.tol, algorithm.max_iterations, control,
+                                       square)
     if kind == "levenberg_marquardt":
         return algorithms.levenberg_marquardt(system, theta, algorithm.tol, algorithm.max_iterations,
-                                              algorithm.damping, control)
+                                              algorithm.damping, control, square)
     if kind == "gradient_descent":
         return algorithms.gradient_descent(system, theta, algorithm.tol, algorithm.max_iterations,
                                            algorithm.step_size, control)

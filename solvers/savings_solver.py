@@ -805,13 +805,15 @@ def _solve_round(model: SavingsModel, states: list[StatePolicy], theta: np.ndarr
     points, node_states, kinds = node_set(states, objective, kink_mode)
     system = SavingsSystem(model, states, points, node_states, kinds, clip_next=not kink_mode)
 
+    square = objective.kind == "collocation"
     if algorithm.kind == "newton":
         result = algorithms.newton(system, theta, algorithm.tol, algorithm.max_iterations, control)
     elif algorithm.kind == "gauss_newton":
-        result = algorithms.gauss_newton(system, theta, algorithm.tol, algorithm.max_iterations, control)
+        result = algorithms.gauss_newton(system, theta, algorithm.tol, algorithm.max_iterations, control,
+                                         square)
     else:
         result = algorithms.levenberg_marquardt(system, theta, algorithm.tol, algorithm.max_iterations,
-                                                algorithm.damping, control)
+                                                algorithm.damping, control, square)
     return RoundResult(states=states, result=result, n_conditions=int(points.size))
 
 

@@ -228,7 +228,8 @@ def _solve_bellman(model, basis, points, theta, eps, weights, algorithm, control
     system = bellman_system(model, basis, points, eps, weights)
     if algorithm.kind == "newton":
         return algorithms.newton(system, theta, algorithm.tol, algorithm.max_iterations, control)
-    return algorithms.gauss_newton(system, theta, algorithm.tol, algorithm.max_iterations, control)
+    return algorithms.gauss_newton(system, theta, algorithm.tol, algorithm.max_iterations, control,
+                                   square=False)
 
 
 def _solution(model, basis, method, points, result, policy, eps, weights) -> Solution:
