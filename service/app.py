@@ -21,7 +21,7 @@ from solvers.record import STATUSES, JobRecord
 from solvers.spec import JobSpec, bounded, describe_catalogue
 from worker.celery_app import QUEUES, create_celery
 from worker.settings import Settings, get_settings
-from worker.store import MAX_PAGE, JobNotFound, JobStateError, JobStore
+from worker.store import MAX_PAGE, JobNotFound, JobStateError, JobStore, RecordUnreadable
 
 logger = logging.getLogger(__name__)
 
@@ -83,6 +83,11 @@ def _add_error_handlers(app: FastAPI) -> None:
         message = exc.detail if isinstance(exc.detail, str) else summarize(exc.detail)
         return JSONResponse({"message": message, "detail": exc.detail}, status_code=exc.status_code,
                             headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(RecordUnreadable)
+    async def unreadable_record(request: Request, exc: RecordUnreadable) -> JSONResponse:
+        logger.error("%s %s: %s", request.method, request.url.path, exc)
+        return JSONResponse({"message": str(exc)}, status_code=500)
 
     @app.exception_handler(RedisError)
     async def redis_down(request: Request, exc: RedisError) -> JSONResponse:

@@ -354,6 +354,19 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cancel_unfinished(client: httpx.Client, ids: list[str]) -> None:
+    """Cancel the batch's jobs that have not ended, and say how many."""
+    cancelled = 0
+    for job_id in ids:
+        try:
+            if client.post(f"/v1/jobs/{job_id}/cancel").status_code in (200, 202):
+                cancelled += 1
+        except httpx.HTTPError as exc:
+            logger.warning("job %s not cancelled: %s", job_id, exc)
+    if cancelled:
+        print(f"cancelled {cancelled} unfinished jobs of the batch", file=sys.stderr)
+
+
 def _raise_interrupt(signum: int, frame: object) -> None:
     """Turn SIGTERM into the same clean stop as Ctrl-C."""
     raise KeyboardInterrupt
@@ -381,7 +394,14 @@ def cmd_up(args: argparse.Namespace) -> int:
     try:
         if specs:
             with httpx.Client(base_url=stack.api_url, timeout=30) as client:
-                records = wait_for(client, submit_batch(client, specs))
+                ids = submit_batch(client, specs)
+                try:
+                    records = wait_for(client, ids)
+                except KeyboardInterrupt:
+                    # The stack is going down: jobs left in the queue would otherwise run
+                    # first on the next stack that uses the same Redis.
+                    _cancel_unfinished(client, ids)
+                    raise
             print(format_table(records))
             status = 0 if all(r.status == "succeeded" for r in records) else 1
         if not args.once:

@@ -18,7 +18,7 @@ from solvers.methods import (  # noqa: F401  (re-exported: the spec's public nam
     SplineBasis)
 from solvers.schema import StrictModel, bounded, check_label  # noqa: F401
 
-SPEC_VERSION = 1
+SPEC_VERSION = 2
 
 
 class GrowthParams(StrictModel):
@@ -82,7 +82,9 @@ class GrowthModelSpec(StrictModel):
 class JobSpec(StrictModel):
     """One solve job: a model, a method, a seed, a device and a time limit."""
 
-    schema_version: Literal[1] = SPEC_VERSION
+    schema_version: Literal[1, 2] = Field(
+        SPEC_VERSION, description="Version of this schema; version 1 specs are read and "
+        "upgraded to the current version.")
     label: Annotated[str | None, AfterValidator(check_label)] = Field(
         None, max_length=200, description="Free text shown in tables; printable characters only.")
     model: GrowthModelSpec = Field(default_factory=GrowthModelSpec)
@@ -95,6 +97,23 @@ class JobSpec(StrictModel):
     time_limit_s: bounded(0, 86_400, lower_open=True) = Field(
         600.0, description="Wall-clock limit of the job in seconds; past it the job "
         "ends as timed_out.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def upgrade(cls, data: Any) -> Any:
+        """Upgrade a version 1 spec: its adam settings `batch_size` and `ergodic_share`
+        belong to the `sampled_mse` objective since version 2."""
+        if not isinstance(data, dict) or data.get("schema_version") != 1:
+            return data
+        data = {**data, "schema_version": SPEC_VERSION}
+        method = data.get("method")
+        algorithm = method.get("algorithm") if isinstance(method, dict) else None
+        if isinstance(algorithm, dict) and algorithm.get("kind") == "adam":
+            moved = {key: algorithm[key] for key in ("batch_size", "ergodic_share") if key in algorithm}
+            kept = {key: value for key, value in algorithm.items() if key not in moved}
+            objective = {"kind": "sampled_mse", **(method.get("objective") or {}), **moved}
+            data["method"] = {**method, "algorithm": kept, "objective": objective}
+        return data
 
     @model_validator(mode="after")
     def check_fixed_policy(self) -> "JobSpec":

@@ -24,6 +24,7 @@ import uuid
 from typing import Any, Callable
 
 import redis
+from pydantic import ValidationError
 
 from solvers.record import TERMINAL_STATUSES, JobRecord, Progress, utcnow
 from solvers.spec import JobSpec
@@ -40,6 +41,10 @@ class JobNotFound(KeyError):
 
 class JobStateError(RuntimeError):
     """The job's status does not allow the requested change."""
+
+
+class RecordUnreadable(RuntimeError):
+    """A stored record does not validate against this version's schema."""
 
 
 class JobStore:
@@ -104,7 +109,12 @@ class JobStore:
         raw = self.client.get(self._key(job_id))
         if raw is None:
             raise JobNotFound(job_id)
-        return JobRecord.model_validate_json(raw)
+        try:
+            return JobRecord.model_validate_json(raw)
+        except ValidationError as exc:
+            raise RecordUnreadable(f"the stored record of job {job_id} cannot be read by this "
+                                   f"version: {exc.errors()[0]['msg']} at "
+                                   f"{'.'.join(map(str, exc.errors()[0]['loc']))}") from None
 
     def list(self, model: str | None = None, basis: str | None = None, status: str | None = None,
              limit: int = 50, offset: int = 0) -> tuple[list[JobRecord], int]:
@@ -132,7 +142,16 @@ class JobStore:
         if not ids:
             return []
         raws = self.client.mget([self._key(i) for i in ids])
-        return [JobRecord.model_validate_json(raw) for raw in raws if raw is not None]
+        records = []
+        for job_id, raw in zip(ids, raws):
+            if raw is None:
+                continue
+            try:
+                records.append(JobRecord.model_validate_json(raw))
+            except ValidationError as exc:
+                logger.error("job %s: stored record skipped, unreadable by this version: %s",
+                             job_id, exc.errors()[0]["msg"])
+        return records
 
     def _update(self, job_id: str, change: Callable[[JobRecord], JobRecord | None]) -> JobRecord | None:
         """Apply change to the record atomically; change returns None to leave it as it is."""

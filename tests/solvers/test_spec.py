@@ -82,3 +82,13 @@ def test_round_trip_json():
     spec = JobSpec.model_validate({"method": {"basis": {"kind": "spline", "n_basis": 12}}, "seed": 7})
     again = JobSpec.model_validate(json.loads(spec.model_dump_json()))
     assert again == spec
+
+
+def test_version_1_spec_upgraded():
+    spec = JobSpec.model_validate({"schema_version": 1, "method": {
+        "basis": {"kind": "nn"}, "algorithm": {"kind": "adam", "steps": 10, "batch_size": 64, "ergodic_share": 0.3}}})
+    assert spec.schema_version == 2
+    assert spec.method.objective.kind == "sampled_mse"
+    assert spec.method.objective.batch_size == 64
+    assert spec.method.objective.ergodic_share == 0.3
+    assert spec.method.algorithm.steps == 10

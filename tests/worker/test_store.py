@@ -6,7 +6,7 @@ import pytest
 
 from solvers.record import JobRecord
 from solvers.spec import JobSpec
-from worker.store import JobNotFound, JobStateError, JobStore
+from worker.store import JobNotFound, JobStateError, JobStore, RecordUnreadable
 
 ERRORS = {"box": {"max_log10": -12.0, "mean_log10": -13.0},
           "path": {"max_log10": -11.5, "mean_log10": -12.5, "share_outside_box": 0.0},
@@ -151,3 +151,13 @@ def test_repeated_deliveries_give_up(store):
     failed = store.get(record.id)
     assert failed.status == "failed"
     assert "started 3 times" in failed.error
+
+
+def test_unreadable_record_skipped_in_list(store):
+    good = store.create(make_spec())
+    bad = store.create(make_spec())
+    store.client.set(f"{store.prefix}:job:{bad.id}", '{"id": "x", "status": "queued", "spec": {"bogus": 1}}')
+    items, total = store.list()
+    assert [r.id for r in items] == [good.id]
+    with pytest.raises(RecordUnreadable, match=f"job {bad.id} cannot be read"):
+        store.get(bad.id)
