@@ -132,7 +132,7 @@ def _add_job_routes(app: FastAPI) -> None:
         return _record_response(_get(app, job_id))
 
     @app.get("/v1/jobs", response_model=JobPage)
-    def list_jobs(model: Literal["growth"] | None = None,
+    def list_jobs(model: Literal["growth", "savings"] | None = None,
                   basis: Literal["monomial", "chebyshev", "spline", "nn"] | None = None,
                   status: Literal[STATUSES] | None = None,  # type: ignore[valid-type]
                   limit: bounded(1, MAX_PAGE, integer=True, strict=False) = 50,

@@ -159,6 +159,9 @@ def format_table(records: list[JobRecord]) -> str:
                  "10,000 box points and a 10,000-period path. 'conv' says whether the solver met "
                  "its stopping rule; 'cond' is the condition number of the basis matrix at the nodes (dense bases); 'out' is the share of path points outside the box; 'closed "
                  "form' is the max relative distance of k' to the exact policy.")
+    if any(record.spec.model.name == "savings" for record in records):
+        lines.append("Savings model: errors are over interior points, where the borrowing limit does "
+                     "not bind; binding and infeasible points are scored apart in each record.")
     for record in records:
         for warning in record.warnings:
             lines.append(f"warning: {record.spec.label or record.spec.summary()}: {warning}")

@@ -85,10 +85,10 @@ def _members(annotation: Any) -> list[Any]:
 
 
 def _tag(member: Any) -> Any:
-    """Return the `kind` literal of a tagged union member, or None."""
+    """Return the `kind` (or, for models, `name`) literal of a tagged union member, or None."""
     if not (isinstance(member, type) and issubclass(member, BaseModel)):
         return None
-    field = member.model_fields.get("kind")
+    field = member.model_fields.get("kind") or member.model_fields.get("name")
     args = typing.get_args(field.annotation) if field is not None else ()
     return args[0] if len(args) == 1 else None
 

@@ -65,10 +65,12 @@ class SplineBasis(BasisSettings):
     # 160 took 58 s and 0.7 GB on a 2-core VM, and 400 grew past 4.8 GB before its first step.
     n_basis: bounded(4, 150, integer=True) = Field(
         30, description="Basis functions per state with uniform knots; K = n_basis^d.")
-    knots: list[list[float] | None] | None = Field(
+    knots: list[list[float] | None] | Literal["kink"] | None = Field(
         None, description="Interior knots per state, in the state's units, sorted, strictly "
         "inside the approximation domain; a knot may repeat up to `order` times (a kink). "
-        "None, or None for a state, means uniform knots with n_basis functions.")
+        "None, or None for a state, means uniform knots with n_basis functions. 'kink' "
+        "(savings model only) lets the solver locate the borrowing-limit kinks and put "
+        "repeated knots there.")
 
 
 class GridBasis(BasisSettings):
@@ -385,6 +387,9 @@ def describe_part(cls: type[StrictModel]) -> dict[str, Any]:
         if name == "kind":
             continue
         settings[name] = {key: value for key, value in field.items() if key != "title"}
+        if "default" not in settings[name] and not cls.model_fields[name].is_required():
+            default = cls.model_fields[name].get_default(call_default_factory=True)
+            settings[name]["default"] = default.model_dump() if isinstance(default, StrictModel) else default
     return {"description": " ".join((cls.__doc__ or "").split()), "settings": settings}
 
 

@@ -9,7 +9,7 @@ no record is ever unreadable.
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -29,7 +29,13 @@ class RecordPart(BaseModel):
 
 
 class SetErrors(RecordPart):
-    """Euler-error summary on one evaluation set: log10 of the max and of the mean of |e|."""
+    """Euler-error summary on one evaluation set: log10 of the max and of the mean of |e|.
+
+    For a model with a borrowing limit the two figures cover interior points only, and
+    the optional counts and complementarity figures describe the rest.
+    """
+
+    model_config = ConfigDict(ser_json_inf_nan="strings", extra="allow")
 
     max_log10: float
     mean_log10: float
@@ -92,7 +98,7 @@ class JobRecord(RecordPart):
         None, description="2-norm condition number of the final Newton Jacobian (dense bases).")
     history: list[tuple[int, float, float]] = Field(
         default_factory=list, description="Convergence history: (iteration, residual, elapsed_s).")
-    diagnostics: dict[str, float | int | None] = Field(
+    diagnostics: dict[str, Any] = Field(
         default_factory=dict, description="Method-specific figures, such as the sup-norm Bellman "
         "residual of a value-function method relative to max |V|.")
     warnings: list[str] = Field(

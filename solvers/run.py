@@ -23,7 +23,7 @@ from solvers.control import SolveCancelled, SolveControl, SolveDiverged, SolveTi
 from solvers.evaluate import evaluate
 from solvers.growth import GrowthModel
 from solvers.solution import Solution
-from solvers.spec import JobSpec
+from solvers.spec import JobSpec, build_savings_model
 
 logger = logging.getLogger(__name__)
 
@@ -37,9 +37,19 @@ class Outcome:
     parameters: dict[str, Any] | None = None
 
 
-def solve(model: GrowthModel, spec: JobSpec, control: SolveControl) -> Solution:
-    """Dispatch to the solver of the spec's basis kind."""
+def build_model(spec: JobSpec):
+    """Return the model object a spec names: a GrowthModel or a SavingsModel."""
+    if spec.model.name == "savings":
+        return build_savings_model(spec.model.params)
+    return GrowthModel.from_params(spec.model.params)
+
+
+def solve(model, spec: JobSpec, control: SolveControl) -> Solution:
+    """Dispatch to the solver of the spec's model, residual and basis kind."""
     kind = spec.method.basis.kind
+    if spec.model.name == "savings":
+        from solvers.savings_solver import solve_savings
+        return solve_savings(model, spec.method, seed=spec.seed, control=control)
     if spec.method.residual.kind in ("bellman", "policy_evaluation"):
         from solvers.value import solve_value
         return solve_value(model, spec.method, control, seed=spec.seed)
@@ -62,7 +72,7 @@ def run_spec(spec: JobSpec, control: SolveControl | None = None, job_id: str = "
     load = _load_average()
     started = time.perf_counter()
 
-    model = GrowthModel.from_params(spec.model.params)
+    model = build_model(spec)
     setup_s = time.perf_counter() - started
 
     solve_started, cpu_started = time.perf_counter(), time.process_time()
@@ -82,7 +92,8 @@ def run_spec(spec: JobSpec, control: SolveControl | None = None, job_id: str = "
 
     control.phase("evaluating accuracy on 10,000 box points and a 10,000-period path")
     evaluate_started = time.perf_counter()
-    accuracy = evaluate(model, solution.policy)
+    accuracy = evaluate(model, solution.policy) if spec.model.name == "growth" \
+        else savings_errors(model, solution.policy)
     evaluate_s = time.perf_counter() - evaluate_started
 
     fields = {
@@ -104,6 +115,41 @@ def run_spec(spec: JobSpec, control: SolveControl | None = None, job_id: str = "
                            "simulated path (c <= 0 or k' <= 0)")
         return Outcome("diverged", fields, solution.parameters)
     return Outcome("succeeded", fields, solution.parameters)
+
+
+class SavingsEvaluation:
+    """The savings model's accuracy in the record's `errors` layout.
+
+    max_log10 and mean_log10 are over interior points (where the borrowing limit does
+    not bind); binding points are scored apart by the complementarity error, and
+    infeasible points (c > a + b) are counted, never mixed in.
+    """
+
+    def __init__(self, accuracy):
+        self.accuracy = accuracy
+
+    @property
+    def finite(self) -> bool:
+        return self.accuracy.finite
+
+    def as_errors(self) -> dict[str, Any]:
+        sets = {}
+        for name in ("box", "path"):
+            figures = getattr(self.accuracy, name).as_dict()
+            block = {"max_log10": figures.pop("interior_max_log10"),
+                     "mean_log10": figures.pop("interior_mean_log10"), **figures}
+            if name == "path":
+                block["share_outside_box"] = figures["n_outside_box"] / max(1, figures["n_points"])
+            sets[name] = {key: (float("nan") if value is None and key.endswith("log10") else value)
+                          for key, value in block.items()}
+        return {**sets, "closed_form": None}
+
+
+def savings_errors(model, policy) -> SavingsEvaluation:
+    """Score a savings policy c(a, i) with the constraint-aware evaluator."""
+    from solvers.savings import accuracy
+
+    return SavingsEvaluation(accuracy(model, policy))
 
 
 def _warnings(spec: JobSpec, solution: Solution) -> list[str]:

@@ -9,7 +9,7 @@ the valid range in the message.
 from __future__ import annotations
 
 import math
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Union
 
 from pydantic import AfterValidator, Field, model_validator
 
@@ -79,6 +79,85 @@ class GrowthModelSpec(StrictModel):
     params: GrowthParams = Field(default_factory=GrowthParams)
 
 
+class IncomeAR1(StrictModel):
+    """Log income `x' = rho x + eps`, `eps ~ N(0, sigma_eps^2)`, mean 0, discretised into a
+    Markov chain whose income levels exp(x) are scaled to a stationary mean of 1."""
+
+    kind: Literal["ar1"]
+    rho: bounded(-1, 1, lower_open=True, upper_open=True) = Field(0.9, description="Persistence of log income.")
+    sigma_eps: bounded(0, 2, lower_open=True) = Field(
+        0.1, description="Standard deviation of the innovation to log income (not of log income).")
+    n_states: bounded(2, 51, integer=True) = Field(5, description="Income states of the chain.")
+    method: Literal["rouwenhorst", "tauchen"] = "rouwenhorst"
+    tauchen_m: bounded(0, 10, lower_open=True) = Field(
+        3.0, description="Tauchen only: the grid spans +-tauchen_m unconditional standard deviations.")
+
+
+class IncomeChain(StrictModel):
+    """An explicit income chain: levels y (n,) and transition P (n, n) with rows summing to 1."""
+
+    kind: Literal["chain"]
+    levels: list[bounded(0, None, lower_open=True)] = Field(
+        description="Income in each state, used as given.", min_length=1, max_length=51)
+    transition: list[list[bounded(0, 1)]] = Field(
+        description="P[i][j] is the probability of state j next period given state i.")
+
+
+Income = Annotated[Union[IncomeAR1, IncomeChain], Field(discriminator="kind")]
+
+
+class SavingsParams(StrictModel):
+    """Calibration of the income-fluctuation (savings) model with a borrowing limit.
+
+    Cash on hand a is split into consumption c and savings `a - c >= -b`; next period
+    `a' = R (a - c) + y'` with income y' from a Markov chain; CRRA utility with gamma.
+    """
+
+    R: bounded(0, 2, lower_open=True) = Field(1.01, description="Gross interest rate.")
+    beta: bounded(0, 1, lower_open=True, upper_open=True) = Field(
+        0.96, description="Discount factor; beta R < 1 is needed for a stationary distribution.")
+    gamma: bounded(0, 20, lower_open=True) = Field(1.5, description="Coefficient of relative risk aversion.")
+    b: bounded(0, 100) = Field(0.0, description="Borrowing limit: savings a - c >= -b.")
+    income: Income = Field(default_factory=lambda: IncomeAR1(kind="ar1"))
+    a_max_multiple: bounded(1, 1000, lower_open=True) = Field(
+        20.0, description="Upper end of the cash-on-hand box, in multiples of mean income.")
+
+    @model_validator(mode="after")
+    def check_model(self) -> "SavingsParams":
+        """Build the model once so that its checks (beta R < 1, the chain's rows, the
+        natural borrowing limit) reject a bad calibration at submission."""
+        build_savings_model(self)
+        return self
+
+
+def build_savings_model(params: SavingsParams):
+    """Return the `SavingsModel` a validated calibration describes."""
+    from solvers.savings import SavingsModel
+
+    common = {"R": params.R, "beta": params.beta, "gamma": params.gamma, "b": params.b,
+              "a_max_multiple": params.a_max_multiple}
+    income = params.income
+    if income.kind == "chain":
+        return SavingsModel.from_chain(income.levels, income.transition, **common)
+    return SavingsModel.from_ar1(rho=income.rho, sigma_eps=income.sigma_eps, n_states=income.n_states,
+                                 method=income.method, tauchen_m=income.tauchen_m, **common)
+
+
+class SavingsModelSpec(StrictModel):
+    """The savings model and its calibration."""
+
+    name: Literal["savings"]
+    params: SavingsParams = Field(default_factory=SavingsParams)
+
+
+ModelSpec = Annotated[Union[GrowthModelSpec, SavingsModelSpec], Field(discriminator="name")]
+
+# What the savings model's solver supports.
+SAVINGS_METHODS = {"basis": ("spline", "chebyshev", "monomial"), "residual": ("euler",),
+                   "objective": ("collocation", "least_squares"),
+                   "algorithm": ("newton", "gauss_newton", "levenberg_marquardt")}
+
+
 class JobSpec(StrictModel):
     """One solve job: a model, a method, a seed, a device and a time limit."""
 
@@ -87,7 +166,7 @@ class JobSpec(StrictModel):
         "upgraded to the current version.")
     label: Annotated[str | None, AfterValidator(check_label)] = Field(
         None, max_length=200, description="Free text shown in tables; printable characters only.")
-    model: GrowthModelSpec = Field(default_factory=GrowthModelSpec)
+    model: ModelSpec = Field(default_factory=GrowthModelSpec)
     method: MethodSpec
     seed: bounded(0, 2**32 - 1, integer=True) = Field(
         0, description="Seeds every random draw of the solver (network weights, batches).")
@@ -101,8 +180,11 @@ class JobSpec(StrictModel):
     @model_validator(mode="before")
     @classmethod
     def upgrade(cls, data: Any) -> Any:
-        """Upgrade a version 1 spec: its adam settings `batch_size` and `ergodic_share`
-        belong to the `sampled_mse` objective since version 2."""
+        """Name the growth model when a spec leaves the name out, and upgrade a version 1
+        spec: its adam settings `batch_size` and `ergodic_share` belong to the
+        `sampled_mse` objective since version 2."""
+        if isinstance(data, dict) and isinstance(data.get("model"), dict) and "name" not in data["model"]:
+            data = {**data, "model": {"name": "growth", **data["model"]}}
         if not isinstance(data, dict) or data.get("schema_version") != 1:
             return data
         data = {**data, "schema_version": SPEC_VERSION}
@@ -114,6 +196,23 @@ class JobSpec(StrictModel):
             objective = {"kind": "sampled_mse", **(method.get("objective") or {}), **moved}
             data["method"] = {**method, "algorithm": kept, "objective": objective}
         return data
+
+    @model_validator(mode="after")
+    def check_model_method(self) -> "JobSpec":
+        """Reject method parts the model's solver does not have, and kink knots without a kink."""
+        basis = self.method.basis
+        if self.model.name == "savings":
+            for part, valid in SAVINGS_METHODS.items():
+                kind = getattr(self.method, part).kind
+                if kind not in valid:
+                    raise ValueError(f"method.{part}.kind {kind!r} is not available for the savings "
+                                     f"model; valid choices: {', '.join(valid)}")
+            if getattr(basis, "product", "tensor") != "tensor":
+                raise ValueError("the savings model takes product 'tensor' only (one state in a)")
+        elif basis.kind == "spline" and basis.knots == "kink":
+            raise ValueError("knots 'kink' places knots at a borrowing-limit kink, which only the "
+                             "savings model has; use uniform knots (null) or a list per state")
+        return self
 
     @model_validator(mode="after")
     def check_fixed_policy(self) -> "JobSpec":
@@ -160,4 +259,6 @@ def describe_catalogue() -> dict[str, Any]:
     the defaults: what `GET /v1/catalogue` serves and `eulerbench catalogue` prints."""
     from solvers.methods import describe_methods, describe_part
 
-    return {"models": {"growth": describe_part(GrowthParams)}, **describe_methods()}
+    savings = describe_part(SavingsParams)
+    savings["methods"] = dict(SAVINGS_METHODS)
+    return {"models": {"growth": describe_part(GrowthParams), "savings": savings}, **describe_methods()}

@@ -233,3 +233,15 @@ def test_invalid_combination_gets_422_with_choices(client):
     [item] = reply.json()["detail"]
     assert item["field"] == "method"
     assert "valid choices: sampled_mse" in item["msg"]
+
+
+def test_savings_job_over_http(client):
+    reply = client.post("/v1/jobs", json={"model": {"name": "savings"},
+                                          "method": {"basis": {"kind": "spline", "n_basis": 40, "knots": "kink"}}})
+    assert reply.status_code == 202
+    record = wait_status(client, reply.json()["id"], {"succeeded", "failed", "diverged"})
+    assert record["status"] == "succeeded"
+    assert record["errors"]["path"]["n_binding"] > 0
+    assert record["errors"]["closed_form"] is None
+    listed = client.get("/v1/jobs", params={"model": "savings"}).json()
+    assert record["id"] in [item["id"] for item in listed["items"]]

@@ -31,7 +31,7 @@ def test_nn_default_algorithm_is_adam():
 
 def test_out_of_range_names_value_and_range():
     [error] = errors_of({"model": {"params": {"beta": 1.5}}, "method": {"basis": {"kind": "spline"}}})
-    assert error["loc"] == ("model", "params", "beta")
+    assert error["loc"] == ("model", "growth", "params", "beta")
     assert "1.5" in error["msg"]
     assert "0 < value < 1" in error["msg"]
 
@@ -45,14 +45,14 @@ def test_integer_setting_range():
 def test_non_finite_rejected():
     [error] = errors_of({"model": {"params": {"gamma": float("nan")}},
                          "method": {"basis": {"kind": "chebyshev"}}})
-    assert error["loc"] == ("model", "params", "gamma")
+    assert error["loc"] == ("model", "growth", "params", "gamma")
     assert "not a finite number" in error["msg"]
 
 
 def test_unknown_key_rejected():
     [error] = errors_of({"model": {"params": {"bta": 0.9}}, "method": {"basis": {"kind": "chebyshev"}}})
     assert error["type"] == "extra_forbidden"
-    assert error["loc"] == ("model", "params", "bta")
+    assert error["loc"] == ("model", "growth", "params", "bta")
 
 
 def test_unknown_basis_lists_choices():
