@@ -171,8 +171,9 @@ def make_fitter(basis: TensorBasis, points: np.ndarray) -> Callable[[np.ndarray]
     """Return a function values -> theta that fits at fixed points, factorising Phi once.
 
     Iterative methods refit at the same points every iteration, so the LU factors (square)
-    or the factors of the normal matrix Phi'Phi (least squares, sparse) or the
-    pseudo-inverse (least squares, dense) are computed here once.
+    or the factors of the normal matrix Phi'Phi (least squares, sparse) or a QR
+    factorisation (least squares, dense, which keeps an ill-conditioned basis accurate)
+    are computed here once.
     """
     matrix = basis.matrix(points)
     square = matrix.shape[0] == matrix.shape[1]
@@ -184,8 +185,8 @@ def make_fitter(basis: TensorBasis, points: np.ndarray) -> Callable[[np.ndarray]
     if square:
         factors = scipy.linalg.lu_factor(matrix)
         return lambda values: scipy.linalg.lu_solve(factors, values)
-    pseudo_inverse = np.linalg.pinv(matrix)
-    return lambda values: pseudo_inverse @ values
+    q, r = scipy.linalg.qr(matrix, mode="economic")
+    return lambda values: scipy.linalg.solve_triangular(r, q.T @ values)
 
 
 def first_guess(model: GrowthModel, basis: TensorBasis, guess=None) -> np.ndarray:

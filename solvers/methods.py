@@ -118,8 +118,9 @@ class SavingsRatePolicy(StrictModel):
     """Save a constant share of cash on hand: c = (1 - rate) m."""
 
     kind: Literal["savings_rate"]
-    rate: bounded(0, 1, lower_open=True, upper_open=True) = Field(
-        0.2, description="Share of cash on hand saved as next-period capital.")
+    rate: bounded(0, 1, lower_open=True, upper_open=True) | None = Field(
+        None, description="Share of cash on hand saved as next-period capital; None saves "
+        "the steady-state share kss / m(kss), which keeps capital at its steady state.")
 
 
 class ClosedFormPolicy(StrictModel):

@@ -192,7 +192,8 @@ def fixed_policy(model: GrowthModel, spec) -> Callable:
             raise ValueError("policy 'closed_form' needs gamma = 1 and delta = 1; "
                              f"got gamma = {model.gamma}, delta = {model.delta}")
         return lambda k, logz: model.cash_on_hand(k, logz) - model.closed_form_capital(k, logz)
-    return lambda k, logz: (1 - spec.rate) * model.cash_on_hand(k, logz)
+    rate = spec.rate if spec.rate is not None else model.kss / model.cash_on_hand(model.kss, 0.0)
+    return lambda k, logz: (1 - rate) * model.cash_on_hand(k, logz)
 
 
 def solve_value(model: GrowthModel, method, control: SolveControl, seed: int = 0) -> Solution:
