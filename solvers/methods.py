@@ -277,11 +277,10 @@ RESIDUALS_FOR_BASIS = {**{kind: ("euler", "bellman", "policy_evaluation") for ki
                        "nn": ("euler",)}
 OBJECTIVES_FOR_BASIS = {**{kind: ("collocation", "least_squares", "galerkin") for kind in LINEAR_BASES},
                         "nn": ("sampled_mse",)}
-# NOTE: Galerkin projection of the Bellman and policy-evaluation residuals is not built yet.
 OBJECTIVES_FOR_RESIDUAL = {
     "euler": ("collocation", "least_squares", "galerkin", "sampled_mse"),
-    "bellman": ("collocation", "least_squares"),
-    "policy_evaluation": ("collocation", "least_squares"),
+    "bellman": ("collocation", "least_squares", "galerkin"),
+    "policy_evaluation": ("collocation", "least_squares", "galerkin"),
 }
 # NOTE: Newton on a least-squares objective needs the Hessian of the loss, with second
 # derivatives of the residual; until that exists, least_squares takes the others.
@@ -295,7 +294,9 @@ ALGORITHMS = {
     # is policy iteration.
     ("bellman", "collocation"): ("vfi", "newton"),
     ("bellman", "least_squares"): ("vfi", "gauss_newton"),
+    ("bellman", "galerkin"): ("vfi", "newton"),
     ("policy_evaluation", "collocation"): ("newton",),
+    ("policy_evaluation", "galerkin"): ("newton",),
     ("policy_evaluation", "least_squares"): ("gauss_newton",),
 }
 DENSE_BASES = ("monomial", "chebyshev")

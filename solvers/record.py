@@ -37,8 +37,8 @@ class SetErrors(RecordPart):
 
     model_config = ConfigDict(ser_json_inf_nan="strings", extra="allow")
 
-    max_log10: float
-    mean_log10: float
+    max_log10: float | None = Field(description="log10 of max |e|; null when the set has no point to score.")
+    mean_log10: float | None = Field(description="log10 of mean |e|; null when the set has no point to score.")
 
 
 class PathErrors(SetErrors):

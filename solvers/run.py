@@ -140,8 +140,7 @@ class SavingsEvaluation:
                      "mean_log10": figures.pop("interior_mean_log10"), **figures}
             if name == "path":
                 block["share_outside_box"] = figures["n_outside_box"] / max(1, figures["n_points"])
-            sets[name] = {key: (float("nan") if value is None and key.endswith("log10") else value)
-                          for key, value in block.items()}
+            sets[name] = block
         return {**sets, "closed_form": None}
 
 

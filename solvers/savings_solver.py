@@ -727,7 +727,7 @@ def solve_savings(model: SavingsModel, method, seed: int, control: SolveControl,
     parameters = {"basis": basis_spec.model_dump(), "b": model.b,
                   "states": [_state_record(s, theta) for s in final.states]}
     seconds = time.perf_counter() - started
-    logger.info("savings solve stopped: %d rounds, %d iterations in the last, max |R| %.2e, "
+    logger.info("savings solve stopped: %d rounds, %d iterations in all, max |R| %.2e, "
                 "converged %s, %.2f s", rounds, final.result.iterations,
                 final.result.residual_max, final.result.converged, seconds)
 
@@ -766,11 +766,13 @@ def _solve_with_kinks(model: SavingsModel, basis_spec, bounds: np.ndarray, objec
 
     kinks = first_guess_kinks(model, bounds, max_kinks)
     policy, change = None, math.inf
+    total_iterations = 0
     for rounds in range(1, KINK_ROUNDS_MAX + 1):
         control.check()
         states = kink_spline_states(n_basis, order, bounds, kinks)
         theta = first_guess(model, states, policy)
         final = _solve_round(model, states, theta, objective, algorithm, control, True)
+        total_iterations += final.result.iterations
 
         policy = _round_policy(final, model.b)
         follow = kinks.lineages if rounds > KINK_FREE_ROUNDS else None
@@ -786,6 +788,8 @@ def _solve_with_kinks(model: SavingsModel, basis_spec, bounds: np.ndarray, objec
         # NOTE: kinks still moving after KINK_ROUNDS_MAX rounds; the solve is reported
         # as not converged and keeps the last round's knots.
         logger.warning("kinks still moved by %.2e after %d rounds", change, KINK_ROUNDS_MAX)
+    # A job's iteration count covers every round, not only the last.
+    final.result.iterations = total_iterations
     return final, kinks, rounds, change
 
 
@@ -835,6 +839,22 @@ def first_guess(model: SavingsModel, states: list[StatePolicy], policy) -> np.nd
         matrix = approximation.matrix(points)
         blocks.append(np.linalg.lstsq(matrix, values, rcond=None)[0])
     return np.concatenate(blocks)
+
+
+def validate_method(model: SavingsModel, method) -> None:
+    """Raise ValueError, before any solving, for a method this solver would reject: an
+    unsupported part, too few functions for kink knots, or knots that do not fit a state."""
+    basis_spec = method.basis
+    kink_mode = _check_method(basis_spec, method.objective, method.algorithm, None)
+    bounds = approximation_bounds(model, basis_spec.domain_margin)
+    if kink_mode:
+        order, n_basis = basis_spec.order, basis_spec.n_basis
+        if int(KINK_KNOT_SHARE * (n_basis - order - 1)) // order < 1:
+            raise ValueError(f"basis.n_basis = {n_basis} leaves no room for kink knots with order "
+                             f"{order}; valid range with kink knots is n_basis >= "
+                             f"{math.ceil(order / KINK_KNOT_SHARE) + order + 1}")
+    elif basis_spec.kind == "spline":
+        spline_states(basis_spec, bounds)
 
 
 def _check_method(basis_spec, objective, algorithm, kink_knots: bool | None) -> bool:

@@ -102,6 +102,18 @@ class IncomeChain(StrictModel):
     transition: list[list[bounded(0, 1)]] = Field(
         description="P[i][j] is the probability of state j next period given state i.")
 
+    @model_validator(mode="after")
+    def check_shape(self) -> "IncomeChain":
+        """Require an n x n transition matrix for n income levels."""
+        n = len(self.levels)
+        if len(self.transition) != n:
+            raise ValueError(f"transition has {len(self.transition)} rows for {n} income levels; "
+                             f"it must be {n} x {n}")
+        for row, entries in enumerate(self.transition):
+            if len(entries) != n:
+                raise ValueError(f"transition row {row} has {len(entries)} entries; it must have {n}")
+        return self
+
 
 Income = Annotated[Union[IncomeAR1, IncomeChain], Field(discriminator="kind")]
 
@@ -209,9 +221,18 @@ class JobSpec(StrictModel):
                                      f"model; valid choices: {', '.join(valid)}")
             if getattr(basis, "product", "tensor") != "tensor":
                 raise ValueError("the savings model takes product 'tensor' only (one state in a)")
+            from solvers.savings_solver import validate_method
+
+            validate_method(build_savings_model(self.model.params), self.method)
         elif basis.kind == "spline" and basis.knots == "kink":
             raise ValueError("knots 'kink' places knots at a borrowing-limit kink, which only the "
                              "savings model has; use uniform knots (null) or a list per state")
+        elif basis.kind == "spline" and basis.knots is not None:
+            # The knots must fit the approximation domain, which the calibration sets.
+            from solvers.collocation import build_basis
+            from solvers.growth import GrowthModel
+
+            build_basis(GrowthModel.from_params(self.model.params), basis)
         return self
 
     @model_validator(mode="after")

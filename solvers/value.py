@@ -28,7 +28,7 @@ import scipy.sparse as sp
 
 from solvers import algorithms
 from solvers.bases import TensorBasis
-from solvers.collocation import basis_diagnostics, build_basis, fit, make_fitter
+from solvers.collocation import basis_diagnostics, build_basis, fit, gauss_legendre_box, make_fitter
 from solvers.control import SolveControl
 from solvers.growth import GrowthModel
 from solvers.quadrature import gauss_hermite
@@ -154,15 +154,54 @@ def policy_evaluation_system(model: GrowthModel, basis: TensorBasis, points: np.
     return system
 
 
+class Projection:
+    """How residuals at points become equations, and how values at the points become theta.
+
+    Collocation and least squares take the residuals at the basis's nodes as they are and
+    fit values there (exactly, or in least squares). Galerkin takes the residuals at a
+    tensor Gauss-Legendre rule's points and projects them on the basis, `P R` with
+    `P = Phi_q' W`, and fits values by the same projection, `(P Phi_q) theta = P v`.
+    """
+
+    def __init__(self, basis: TensorBasis, objective):
+        if objective.kind == "galerkin":
+            self.points, rule_weights = gauss_legendre_box(
+                basis.bounds, [n + objective.extra_points for n in basis.sizes])
+            phi = basis.matrix(self.points)
+            self.weigh = phi.T @ sp.diags(rule_weights) if sp.issparse(phi) else phi.T * rule_weights
+            gram = algorithms.solve_linear_least_squares
+            self.refit = lambda values: gram(self.weigh @ phi, self.weigh @ values)
+        else:
+            self.points = basis.nodes() if objective.kind == "collocation" else \
+                basis.nodes(oversampling=objective.oversampling)
+            self.weigh = None
+            self.refit = make_fitter(basis, self.points)
+
+    def system(self, inner: Callable) -> Callable:
+        """Return the system of equations that an objective makes of a residual system."""
+        if self.weigh is None:
+            return inner
+
+        def projected(theta: np.ndarray, with_jacobian: bool):
+            residual, jacobian = inner(theta, with_jacobian)
+            return self.weigh @ residual, (self.weigh @ jacobian if with_jacobian else None)
+
+        return projected
+
+
 def vfi(model: GrowthModel, basis: TensorBasis, points: np.ndarray, theta: np.ndarray,
-        eps: np.ndarray, weights: np.ndarray, algorithm, control: SolveControl) -> algorithms.AlgorithmResult:
-    """Iterate `theta <- fit(T V)` with `howard_steps` policy-evaluation updates after each
-    maximisation; the history's residual is the largest change of V at the nodes."""
+        eps: np.ndarray, weights: np.ndarray, algorithm, control: SolveControl,
+        refit: Callable | None = None) -> algorithms.AlgorithmResult:
+    """Iterate `theta <- refit(T V)` with `howard_steps` policy-evaluation updates after each
+    maximisation; the history's residual is the largest change of V at the points.
+
+    refit maps values at the points to theta; the default fits at the points in least
+    squares (exactly when there are K of them)."""
     k, logz = points[:, 0], points[:, 1]
     cash = model.cash_on_hand(k, logz)
     next_states = NextStates(model, logz, eps, weights)
     phi = basis.matrix(points)
-    refit = make_fitter(basis, points)
+    refit = refit or make_fitter(basis, points)
     values = phi @ theta
     change, iteration = np.inf, 0
     control.report(0, 1.0)
@@ -200,33 +239,50 @@ def solve_value(model: GrowthModel, method, control: SolveControl, seed: int = 0
     """Solve for the value function with the method's residual, objective and algorithm."""
     basis = build_basis(model, method.basis, seed)
     eps, weights = gauss_hermite(method.quadrature_nodes)
-    points = basis.nodes() if method.objective.kind == "collocation" else \
-        basis.nodes(oversampling=method.objective.oversampling)
+    projection = Projection(basis, method.objective)
+    points = projection.points
     residual = method.residual
 
     if residual.kind == "policy_evaluation":
         # The system is linear, so one Newton (square) or Gauss-Newton (least-squares)
         # step from any start solves it: that step is the one linear solve done here.
         policy = fixed_policy(model, residual.policy)
-        system = policy_evaluation_system(model, basis, points, policy, eps, weights)
+        system = projection.system(policy_evaluation_system(model, basis, points, policy, eps, weights))
         reward_gap, matrix = system(np.zeros(basis.n_params), True)
         theta = algorithms.solve_linear_least_squares(matrix, -reward_gap)
         control.report(1, float(np.max(np.abs(system(theta, False)[0]))))
         result = algorithms.AlgorithmResult(theta, 1, True, control.last_residual, matrix)
     else:
         policy = None
-        start = policy_evaluation_system(model, basis, points, model.initial_consumption, eps, weights)
-        theta = algorithms.gauss_newton(start, np.zeros(basis.n_params), 1e-12, 3, SolveControl()).theta
-        result = _solve_bellman(model, basis, points, theta, eps, weights, method.algorithm, control)
+        start = projection.system(
+            policy_evaluation_system(model, basis, points, _starting_policy(model), eps, weights))
+        gap, matrix = start(np.zeros(basis.n_params), True)
+        theta = algorithms.solve_linear_least_squares(matrix, -gap)
+        result = _solve_bellman(model, basis, projection, theta, eps, weights, method.algorithm, control)
 
     return _solution(model, basis, method, points, result, policy, eps, weights)
 
 
-def _solve_bellman(model, basis, points, theta, eps, weights, algorithm, control):
+def _starting_policy(model: GrowthModel) -> Callable:
+    """Return the policy whose value starts the Bellman solvers: keep capital constant,
+    c = z k^alpha - delta k, floored at a tenth of output.
+
+    It is feasible and stable, and it is not the solution even in the closed-form case,
+    so iteration counts there measure the algorithm.
+    """
+    def policy(k, logz):
+        output = np.exp(logz) * k ** model.alpha
+        return np.maximum(output - model.delta * k, 0.1 * output)
+
+    return policy
+
+
+def _solve_bellman(model, basis, projection, theta, eps, weights, algorithm, control):
     """Run VFI, or Newton / Gauss-Newton on the Bellman residual (policy iteration)."""
+    points = projection.points
     if algorithm.kind == "vfi":
-        return vfi(model, basis, points, theta, eps, weights, algorithm, control)
-    system = bellman_system(model, basis, points, eps, weights)
+        return vfi(model, basis, points, theta, eps, weights, algorithm, control, projection.refit)
+    system = projection.system(bellman_system(model, basis, points, eps, weights))
     if algorithm.kind == "newton":
         return algorithms.newton(system, theta, algorithm.tol, algorithm.max_iterations, control)
     return algorithms.gauss_newton(system, theta, algorithm.tol, algorithm.max_iterations, control,

@@ -57,7 +57,7 @@ def test_every_combination_solves(row):
         assert solution.converged
     if row["algorithm"] != "gradient_descent" and row["basis"] != "nn" and row["residual"] != "policy_evaluation":
         # The grid's linear interpolation is the coarse baseline: its errors are larger.
-        assert np.max(errors) < (1e-2 if row["basis"] == "grid" else 1e-4)
+        assert np.max(errors) < (5e-2 if row["basis"] == "grid" else 1e-4)
 
 
 @pytest.mark.parametrize("basis", ["monomial", "chebyshev"])
@@ -102,8 +102,10 @@ INVALID = [
      "valid choices: least_squares, galerkin"),
     ({"basis": {"kind": "spline"}, "objective": {"kind": "least_squares"}, "algorithm": {"kind": "newton"}},
      "valid choices: gauss_newton, levenberg_marquardt, gradient_descent"),
-    ({"basis": {"kind": "chebyshev"}, "residual": {"kind": "bellman"}, "objective": {"kind": "galerkin"}},
-     "valid choices: collocation, least_squares"),
+    ({"basis": {"kind": "chebyshev"}, "residual": {"kind": "bellman"}, "objective": {"kind": "sampled_mse"}},
+     "valid choices: collocation, least_squares, galerkin"),
+    ({"basis": {"kind": "chebyshev"}, "residual": {"kind": "policy_evaluation"}, "algorithm": {"kind": "vfi"}},
+     "valid choices: newton"),
     ({"basis": {"kind": "nn"}, "residual": {"kind": "bellman"}}, "valid choices: euler"),
     ({"basis": {"kind": "grid"}, "residual": {"kind": "bellman"}, "algorithm": {"kind": "time_iteration"}},
      "valid choices: vfi, newton"),
@@ -129,7 +131,7 @@ def test_catalogue_lists_everything():
     degree = catalogue["bases"]["chebyshev"]["settings"]["degree"]
     assert degree["default"] == 10
     assert degree["maximum"] == 40
-    assert len(catalogue["combinations"]) == 74
+    assert len(catalogue["combinations"]) == 86
     assert {"basis": "grid", "residual": "bellman", "objective": "collocation", "algorithm": "vfi"} in catalogue["combinations"]
 
 

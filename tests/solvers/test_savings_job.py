@@ -83,3 +83,30 @@ def test_explicit_chain_solves():
     outcome = run_spec(spec)
     assert outcome.status == "succeeded"
     assert json.dumps(outcome.fields["errors"])
+
+
+@pytest.mark.parametrize("model,basis,message", [
+    (None, {"kind": "spline", "knots": [[5.0, 100.0], None]}, "not strictly inside the state's interval"),
+    (None, {"kind": "spline", "knots": [[35.0]]}, "one entry per state"),
+    (SAVINGS, {"kind": "spline", "knots": "kink", "n_basis": 4}, "n_basis >= 8"),
+    (SAVINGS, {"kind": "spline", "knots": [[1.0, 2.0]]}, "5 income states"),
+])
+def test_knots_checked_at_submission(model, basis, message):
+    data = {"method": {"basis": basis}}
+    if model:
+        data["model"] = model
+    with pytest.raises(ValidationError, match=message):
+        JobSpec.model_validate(data)
+
+
+def test_ragged_transition_named():
+    with pytest.raises(ValidationError, match="transition row 1 has 1 entries; it must have 2"):
+        JobSpec.model_validate({"model": {"name": "savings", "params": {"income": {
+            "kind": "chain", "levels": [0.9, 1.1], "transition": [[0.9, 0.1], [1.0]]}}},
+            "method": {"basis": {"kind": "spline"}}})
+
+
+def test_kink_job_counts_iterations_of_every_round():
+    outcome = run_spec(JobSpec.model_validate({"model": SAVINGS, "method": {
+        "basis": {"kind": "spline", "n_basis": 40, "knots": "kink"}}}))
+    assert outcome.fields["iterations"] > outcome.fields["diagnostics"]["rounds"]
