@@ -131,7 +131,7 @@ def test_catalogue_lists_everything():
     degree = catalogue["bases"]["chebyshev"]["settings"]["degree"]
     assert degree["default"] == 10
     assert degree["maximum"] == 40
-    assert len(catalogue["combinations"]) == 86
+    assert len(catalogue["combinations"]) == 82
     assert {"basis": "grid", "residual": "bellman", "objective": "collocation", "algorithm": "vfi"} in catalogue["combinations"]
 
 
