@@ -355,7 +355,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def _cancel_unfinished(client: httpx.Client, ids: list[str]) -> None:
-    """Cancel the batch's jobs that have not ended, and say how many."""
+    """Cancel the batch's jobs that have not ended, and print how many."""
     cancelled = 0
     for job_id in ids:
         try:

@@ -217,7 +217,7 @@ def _api_healthy(api_url: str) -> bool:
 
 
 def _worker_connected(celery_app) -> bool:
-    """Return True once a Celery worker answers a broadcast ping."""
+    """Return True once a Celery worker replies to a broadcast ping."""
     try:
         return bool(celery_app.control.ping(timeout=0.5))
     except (OSError, redis.RedisError):

@@ -1,7 +1,7 @@
 """Progress reporting, deadlines and cancellation shared by every solver.
 
 A solver calls `SolveControl.report` once per iteration. The control records the
-convergence history, forwards progress to whoever runs the job (the CLI or a worker
+convergence history, forwards progress to the caller that runs the job (the CLI or a worker
 writing to Redis), and raises when the job's time is up or it has been cancelled, so
 that every solver stops the same way without knowing who runs it.
 """
@@ -79,7 +79,7 @@ class SolveControl:
                                  self.last_iteration, self.last_residual)
 
     def phase(self, name: str) -> None:
-        """Announce a new phase of the job to whoever follows it."""
+        """Announce a new phase of the job to the caller's phase callback."""
         if self.on_phase is not None:
             self.on_phase(name)
 

@@ -134,7 +134,7 @@ FixedPolicy = Annotated[Union[SavingsRatePolicy, ClosedFormPolicy], Field(discri
 
 class PolicyEvaluationResidual(StrictModel):
     """Error of the value of a fixed policy, `V(s) - u(c(s)) - beta E[V(s')]`; linear in the
-    coefficients of a linear basis, so one linear solve gives the answer."""
+    coefficients of a linear basis, so one linear solve gives its solution."""
 
     kind: Literal["policy_evaluation"]
     # NOTE: evaluating a finished job's policy by its id is not available yet.
@@ -315,7 +315,7 @@ def valid_objectives(basis_kind: str, residual: str, product: str = "tensor") ->
 
 
 class MethodSpec(StrictModel):
-    """How the model is solved: parameterization, residual, objective and algorithm."""
+    """Method of a solve: parameterization, residual, objective and algorithm."""
 
     basis: Basis
     residual: Residual | None = Field(None, description="Defaults to 'euler'.")

@@ -1,8 +1,9 @@
 """Run one job spec in this process: set up, solve, evaluate, and time each phase.
 
-`run_spec` is what the Celery task and the CLI's `solve` both call. It never raises for
-a numerical failure: divergence, time-out, cancellation and solver errors all come back
-as an outcome with the matching status and a message.
+`run_spec` is what the Celery task and the CLI's `solve` both call. Divergence, time-out,
+cancellation and the solver's numerical errors (ValueError, ArithmeticError, LinAlgError,
+RuntimeError, MemoryError) come back as an outcome with the matching status and a
+message, not as an exception.
 """
 
 from __future__ import annotations

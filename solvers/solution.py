@@ -1,4 +1,4 @@
-"""What every solver returns: a fitted policy and how the solve went."""
+"""Result type of every solver: a fitted policy and the facts of the solve."""
 
 from __future__ import annotations
 

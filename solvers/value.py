@@ -155,7 +155,7 @@ def policy_evaluation_system(model: GrowthModel, basis: TensorBasis, points: np.
 
 
 class Projection:
-    """How residuals at points become equations, and how values at the points become theta.
+    """Map from residuals at points to equations, and from values at the points to theta.
 
     Collocation and least squares take the residuals at the basis's nodes as they are and
     fit values there (exactly, or in least squares). Galerkin takes the residuals at a

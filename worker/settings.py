@@ -26,7 +26,7 @@ class Settings(BaseSettings):
     max_attempts: int = Field(
         3, description="Deliveries of a job whose worker died before it is recorded as failed.")
     progress_interval_s: float = Field(
-        0.5, description="Least seconds between two progress writes of a running job.")
+        0.5, description="Minimum seconds between two progress writes of a running job.")
 
 
 @lru_cache(maxsize=1)

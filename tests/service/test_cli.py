@@ -79,7 +79,7 @@ def test_submit_follows_batch(stack, tmp_path):
 
 
 def test_up_once_runs_batch_on_private_redis(tmp_path):
-    # A Redis URL that nothing answers makes `up` start its own redis-server.
+    # A Redis URL where nothing listens makes `up` start its own redis-server.
     batch = tmp_path / "batch.yaml"
     batch.write_text("jobs:\n  - label: embedded chebyshev\n    method: {basis: {kind: chebyshev, degree: 6}}\n"
                      "  - label: embedded spline\n    method: {basis: {kind: spline, n_basis: 10}}\n")

@@ -57,7 +57,9 @@ def test_unknown_key_rejected():
 
 def test_unknown_basis_lists_choices():
     [error] = errors_of({"method": {"basis": {"kind": "wavelet"}}})
-    assert "chebyshev" in error["msg"] and "spline" in error["msg"] and "nn" in error["msg"]
+    assert "chebyshev" in error["msg"]
+    assert "spline" in error["msg"]
+    assert "nn" in error["msg"]
 
 
 def test_algorithm_must_fit_basis():
