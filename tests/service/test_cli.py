@@ -139,3 +139,36 @@ def test_up_stops_children_on_sigterm(tmp_path):
     process.wait(timeout=60)
     gone, alive = psutil.wait_procs(children, timeout=30)
     assert alive == []
+
+
+def test_up_interrupted_cancels_unfinished_jobs(redis_url, tmp_path):
+    import signal
+    import time
+
+    from solvers.record import TERMINAL_STATUSES
+    from worker.settings import get_settings
+    from worker.store import JobStore
+
+    batch = tmp_path / "long.yaml"
+    batch.write_text("jobs:\n  - label: long network\n    method: {basis: {kind: nn}, algorithm: {kind: adam, steps: 1000000}}\n"
+                     "  - label: waiting chebyshev\n    method: {basis: {kind: chebyshev, degree: 4}}\n")
+    store = JobStore.from_url(redis_url, get_settings().key_prefix)
+    before = {r.id for r in store.list(limit=500)[0]}
+    process = subprocess.Popen([sys.executable, "-m", "service.cli", "up", str(batch), "--port", "0",
+                                "--redis-url", redis_url, "--log-dir", str(tmp_path / "logs")],
+                               cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 90
+    new = []
+    while time.monotonic() < deadline:
+        new = [r for r in store.list(limit=500)[0] if r.id not in before]
+        if any(r.status == "running" for r in new):
+            break
+        time.sleep(0.5)
+    assert any(r.status == "running" for r in new), "the batch never started"
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=90)
+    assert "cancelled 2 unfinished jobs of the batch" in stderr
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not all(store.get(r.id).status in TERMINAL_STATUSES for r in new):
+        time.sleep(0.5)
+    assert all(store.get(r.id).status == "cancelled" for r in new)
