@@ -1,13 +1,19 @@
 """The eulerbench command line, run as a subprocess the way a user runs it."""
 
 import json
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from service.batch import BatchError, load_batch
+from service.embedded import start_redis
+from solvers.record import TERMINAL_STATUSES
+from worker.settings import get_settings
+from worker.store import JobStore
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -121,9 +127,6 @@ def test_up_keeps_records_across_restart(tmp_path):
 
 
 def test_up_stops_children_on_sigterm(tmp_path):
-    import signal
-    import time
-
     import psutil
 
     process = subprocess.Popen([sys.executable, "-m", "service.cli", "up", "--port", "0", "--redis-url",
@@ -141,34 +144,30 @@ def test_up_stops_children_on_sigterm(tmp_path):
     assert alive == []
 
 
-def test_up_interrupted_cancels_unfinished_jobs(redis_url, tmp_path):
-    import signal
-    import time
+def test_up_interrupted_cancels_unfinished_jobs(tmp_path):
+    # A Redis of its own, so that no other test's worker takes the batch's jobs.
+    redis_url, redis_process = start_redis()
+    try:
+        store = JobStore.from_url(redis_url, get_settings().key_prefix)
+        batch = tmp_path / "long.yaml"
+        batch.write_text("jobs:\n  - label: long network\n"
+                         "    method: {basis: {kind: nn}, algorithm: {kind: adam, steps: 1000000}}\n"
+                         "  - label: waiting chebyshev\n    method: {basis: {kind: chebyshev, degree: 4}}\n")
+        process = subprocess.Popen([sys.executable, "-m", "service.cli", "up", str(batch), "--port", "0",
+                                    "--redis-url", redis_url, "--log-dir", str(tmp_path / "logs")],
+                                   cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and not any(r.status == "running" for r in store.list()[0]):
+            time.sleep(0.5)
+        assert any(r.status == "running" for r in store.list()[0]), "the batch never started"
 
-    from solvers.record import TERMINAL_STATUSES
-    from worker.settings import get_settings
-    from worker.store import JobStore
-
-    batch = tmp_path / "long.yaml"
-    batch.write_text("jobs:\n  - label: long network\n    method: {basis: {kind: nn}, algorithm: {kind: adam, steps: 1000000}}\n"
-                     "  - label: waiting chebyshev\n    method: {basis: {kind: chebyshev, degree: 4}}\n")
-    store = JobStore.from_url(redis_url, get_settings().key_prefix)
-    before = {r.id for r in store.list(limit=500)[0]}
-    process = subprocess.Popen([sys.executable, "-m", "service.cli", "up", str(batch), "--port", "0",
-                                "--redis-url", redis_url, "--log-dir", str(tmp_path / "logs")],
-                               cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 90
-    new = []
-    while time.monotonic() < deadline:
-        new = [r for r in store.list(limit=500)[0] if r.id not in before]
-        if any(r.status == "running" for r in new):
-            break
-        time.sleep(0.5)
-    assert any(r.status == "running" for r in new), "the batch never started"
-    process.send_signal(signal.SIGTERM)
-    _, stderr = process.communicate(timeout=90)
-    assert "cancelled 2 unfinished jobs of the batch" in stderr
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and not all(store.get(r.id).status in TERMINAL_STATUSES for r in new):
-        time.sleep(0.5)
-    assert all(store.get(r.id).status == "cancelled" for r in new)
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=90)
+        assert "cancelled 2 unfinished jobs of the batch" in stderr
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and any(r.status not in TERMINAL_STATUSES for r in store.list()[0]):
+            time.sleep(0.5)
+        assert [r.status for r in store.list()[0]] == ["cancelled", "cancelled"]
+    finally:
+        redis_process.terminate()
+        redis_process.wait(timeout=10)
