@@ -108,40 +108,57 @@ def build_basis(model: GrowthModel, basis_spec, seed: int = 0) -> TensorBasis:
                      f"monomial, chebyshev, spline, grid")
 
 
+class Projection:
+    """Map from residuals at points to equations, and from values at the points to theta.
+
+    Collocation and least squares take the residuals at the basis's nodes as they are and
+    fit values there (exactly, or in least squares). Galerkin takes the residuals at a
+    tensor Gauss-Legendre rule's points and projects them on the basis, `P R` with
+    `P = Phi_q' W`, and fits values by the same projection, `(P Phi_q) theta = P v`.
+    """
+
+    def __init__(self, basis: TensorBasis, objective):
+        if objective.kind == "galerkin":
+            self.points, rule_weights = gauss_legendre_box(
+                basis.bounds, [n + objective.extra_points for n in basis.sizes])
+            phi = basis.matrix(self.points)
+            self.weigh = phi.T @ sp.diags(rule_weights) if sp.issparse(phi) else phi.T * rule_weights
+            gram = self.weigh @ phi
+            self.refit = lambda values: algorithms.solve_linear_least_squares(gram, self.weigh @ values)
+        elif objective.kind in ("collocation", "least_squares"):
+            self.points = basis.nodes() if objective.kind == "collocation" else \
+                basis.nodes(oversampling=objective.oversampling)
+            self.weigh = None
+            self.refit = make_fitter(basis, self.points)
+        else:
+            raise ValueError(f"objective {objective.kind!r} does not apply to a linear basis; "
+                             f"valid choices: collocation, least_squares, galerkin")
+
+    def system(self, inner: Callable) -> Callable:
+        """Return the system of equations that an objective makes of a residual system."""
+        if self.weigh is None:
+            return inner
+
+        def projected(theta: np.ndarray, with_jacobian: bool):
+            residual, jacobian = inner(theta, with_jacobian)
+            return self.weigh @ residual, (self.weigh @ jacobian if with_jacobian else None)
+
+        return projected
+
+
 def objective_system(model: GrowthModel, basis: TensorBasis, objective, eps: np.ndarray,
                      weights: np.ndarray) -> tuple[Callable, np.ndarray]:
-    """Return the residual system of an objective and the states where residuals are taken.
+    """Return the Euler residual system of an objective and the states where residuals are taken.
 
     The system maps (theta, with_jacobian) to (R, J), R of shape (M,) or (K,) for Galerkin.
     """
-    if objective.kind == "collocation":
-        points = basis.nodes()
-    elif objective.kind == "least_squares":
-        points = basis.nodes(oversampling=objective.oversampling)
-    elif objective.kind == "galerkin":
-        return _galerkin_system(model, basis, objective.extra_points, eps, weights)
-    else:
-        raise ValueError(f"objective {objective.kind!r} does not apply to a linear basis; "
-                         f"valid choices: collocation, least_squares, galerkin")
+    projection = Projection(basis, objective)
+    points = projection.points
 
     def system(theta: np.ndarray, with_jacobian: bool):
         return euler_system(model, basis, theta, points, eps, weights, with_jacobian)
 
-    return system, points
-
-
-def _galerkin_system(model, basis, extra_points, eps, weights):
-    """Return the Galerkin system `G_j = sum_q w_q phi_j(s_q) R(s_q)` and its quadrature points."""
-    points, quadrature_weights = gauss_legendre_box(basis.bounds, [n + extra_points for n in basis.sizes])
-    projection = basis.matrix(points).T
-    projection = projection @ sp.diags(quadrature_weights) if sp.issparse(projection) \
-        else projection * quadrature_weights[None, :]
-
-    def system(theta: np.ndarray, with_jacobian: bool):
-        residual, jacobian = euler_system(model, basis, theta, points, eps, weights, with_jacobian)
-        return projection @ residual, (projection @ jacobian if with_jacobian else None)
-
-    return system, points
+    return projection.system(system), points
 
 
 def gauss_legendre_box(bounds: np.ndarray, counts: list[int]) -> tuple[np.ndarray, np.ndarray]:

@@ -28,7 +28,7 @@ import scipy.sparse as sp
 
 from solvers import algorithms
 from solvers.bases import TensorBasis
-from solvers.collocation import basis_diagnostics, build_basis, fit, gauss_legendre_box, make_fitter
+from solvers.collocation import Projection, basis_diagnostics, build_basis, fit, make_fitter
 from solvers.control import SolveControl
 from solvers.growth import GrowthModel
 from solvers.quadrature import gauss_hermite
@@ -152,41 +152,6 @@ def policy_evaluation_system(model: GrowthModel, basis: TensorBasis, points: np.
         return matrix @ theta - reward, (matrix if with_jacobian else None)
 
     return system
-
-
-class Projection:
-    """Map from residuals at points to equations, and from values at the points to theta.
-
-    Collocation and least squares take the residuals at the basis's nodes as they are and
-    fit values there (exactly, or in least squares). Galerkin takes the residuals at a
-    tensor Gauss-Legendre rule's points and projects them on the basis, `P R` with
-    `P = Phi_q' W`, and fits values by the same projection, `(P Phi_q) theta = P v`.
-    """
-
-    def __init__(self, basis: TensorBasis, objective):
-        if objective.kind == "galerkin":
-            self.points, rule_weights = gauss_legendre_box(
-                basis.bounds, [n + objective.extra_points for n in basis.sizes])
-            phi = basis.matrix(self.points)
-            self.weigh = phi.T @ sp.diags(rule_weights) if sp.issparse(phi) else phi.T * rule_weights
-            gram = algorithms.solve_linear_least_squares
-            self.refit = lambda values: gram(self.weigh @ phi, self.weigh @ values)
-        else:
-            self.points = basis.nodes() if objective.kind == "collocation" else \
-                basis.nodes(oversampling=objective.oversampling)
-            self.weigh = None
-            self.refit = make_fitter(basis, self.points)
-
-    def system(self, inner: Callable) -> Callable:
-        """Return the system of equations that an objective makes of a residual system."""
-        if self.weigh is None:
-            return inner
-
-        def projected(theta: np.ndarray, with_jacobian: bool):
-            residual, jacobian = inner(theta, with_jacobian)
-            return self.weigh @ residual, (self.weigh @ jacobian if with_jacobian else None)
-
-        return projected
 
 
 def vfi(model: GrowthModel, basis: TensorBasis, points: np.ndarray, theta: np.ndarray,
