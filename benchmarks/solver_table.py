@@ -5,7 +5,7 @@
     python benchmarks/solver_table.py --skip-nn       # the collocation solvers only (seconds)
 
 Solve times are wall-clock seconds of the solve phase alone, in this process, after a
-warm-up solve; errors come from the shared evaluator, as in every job record.
+warm-up solve. Errors come from the shared evaluator, as in every job record.
 """
 
 from __future__ import annotations

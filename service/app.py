@@ -70,17 +70,20 @@ def _add_error_handlers(app: FastAPI) -> None:
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
         content_type = request.headers.get("content-type", "")
         if request.method == "POST" and "json" not in content_type and await request.body():
+            logger.info("%s %s rejected (415): content-type %r", request.method, request.url.path, content_type)
             return JSONResponse({"message": f"send the body as JSON with content-type "
                                             f"application/json; got {content_type or 'none'!r}",
                                  "detail": []}, status_code=415)
         root = JobSpec if request.url.path.startswith("/v1/jobs") else BaseModel
         detail = describe_errors(list(exc.errors()), root)
+        logger.info("%s %s rejected (422): %s", request.method, request.url.path, summarize(detail)[:300])
         return JSONResponse({"message": f"invalid request: {summarize(detail)}", "detail": detail},
                             status_code=422)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         message = exc.detail if isinstance(exc.detail, str) else summarize(exc.detail)
+        logger.info("%s %s returned %d: %s", request.method, request.url.path, exc.status_code, message[:300])
         return JSONResponse({"message": message, "detail": exc.detail}, status_code=exc.status_code,
                             headers=getattr(exc, "headers", None))
 

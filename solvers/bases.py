@@ -502,7 +502,7 @@ def row_kron(a, b):
     """Return the row-wise Kronecker (face-splitting) product of two matrices.
 
     Row n of the result is `kron(a[n], b[n])`, shape (N, Ka * Kb). Dense inputs give a
-    dense result; if either input is sparse the result is sparse CSR, built from the
+    dense result. If either input is sparse, the result is sparse CSR, built from the
     non-zeros of each row so that no dense (N, Ka * Kb) array is formed.
     """
     if not sp.issparse(a) and not sp.issparse(b):

@@ -187,10 +187,9 @@ def fit(basis: TensorBasis, points: np.ndarray, values: np.ndarray) -> np.ndarra
 def make_fitter(basis: TensorBasis, points: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
     """Return a function values -> theta that fits at fixed points, factorising Phi once.
 
-    Iterative methods refit at the same points every iteration, so the LU factors (square)
-    or the factors of the normal matrix Phi'Phi (least squares, sparse) or a QR
-    factorisation (least squares, dense, which keeps an ill-conditioned basis accurate)
-    are computed here once.
+    Iterative methods refit at the same points every iteration, so the factors are
+    computed here once: LU for a square matrix, the normal matrix Phi'Phi for sparse least
+    squares, and QR for dense least squares, which keeps an ill-conditioned basis accurate.
     """
     matrix = basis.matrix(points)
     square = matrix.shape[0] == matrix.shape[1]

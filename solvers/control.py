@@ -1,9 +1,9 @@
 """Progress reporting, deadlines and cancellation shared by every solver.
 
 A solver calls `SolveControl.report` once per iteration. The control records the
-convergence history, forwards progress to the caller that runs the job (the CLI or a worker
-writing to Redis), and raises when the job's time is up or it has been cancelled, so
-that every solver stops the same way without knowing who runs it.
+convergence history and forwards progress to the caller that runs the job (the CLI, or
+a worker writing to Redis). It raises when the job's time is up or it has been
+cancelled, so every solver stops the same way without knowing who runs it.
 """
 
 from __future__ import annotations

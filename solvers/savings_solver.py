@@ -383,7 +383,7 @@ def locate_kinks(model: SavingsModel, policy, bounds: np.ndarray, max_kinks: int
     """Locate the primary kink of every state and its strongest propagated kinks.
 
     policy: the current `c(a, i)`. bounds: each state's interval (n, 2). max_kinks:
-    the most kinks, primary included, that one state keeps. Kinks are propagated
+    the maximum number of kinks, primary included, that one state keeps. Kinks are propagated
     generation by generation (see the module docstring) while their estimated slope
     jump (`_children`) is at least KINK_JUMP_MIN, and each state keeps the ones with
     the largest jumps. follow: lineages to locate instead of choosing anew, one list

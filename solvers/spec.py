@@ -1,9 +1,9 @@
 """Job specification: which model to solve, with which method, on which device.
 
 A spec is plain, versioned data. Every field has a default except where the choice
-is the point of the job (the basis kind), and every bound is checked here so that a
-bad spec is rejected before it reaches a worker, with the field path, the value and
-the valid range in the message.
+is the point of the job (the basis kind). Every bound is checked here, so a bad spec
+is rejected before it reaches a worker, with the field path, the value and the valid
+range in the message.
 """
 
 from __future__ import annotations
@@ -121,8 +121,8 @@ Income = Annotated[Union[IncomeAR1, IncomeChain], Field(discriminator="kind")]
 class SavingsParams(StrictModel):
     """Calibration of the income-fluctuation (savings) model with a borrowing limit.
 
-    Cash on hand a is split into consumption c and savings `a - c >= -b`; next period
-    `a' = R (a - c) + y'` with income y' from a Markov chain; CRRA utility with gamma.
+    Cash on hand a is split into consumption c and savings `a - c >= -b`. Next period
+    `a' = R (a - c) + y'`, with income y' from a Markov chain. Utility is CRRA with gamma.
     """
 
     R: bounded(0, 2, lower_open=True) = Field(1.01, description="Gross interest rate.")

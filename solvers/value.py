@@ -4,9 +4,9 @@ The value function is `V(s) = Phi(s) theta` for a linear basis. With cash on han
 
     (T V)(s) = max_{0 < c < m} u(c) + beta E[V(m - c, log z')]
 
-is the Bellman operator; the maximiser solves the first-order condition
-`u'(c) = beta E[V_k(m - c, log z')]`, bracketed on (0, m) because its left side falls and
-its right side rises in c when V is concave in k. The residuals are
+is the Bellman operator. The maximiser solves the first-order condition
+`u'(c) = beta E[V_k(m - c, log z')]`. Its root is bracketed on (0, m), because the left
+side falls and the right side rises in c when V is concave in k. The residuals are
 
 - bellman: `R(s; theta) = V(s) - (T V)(s)`. By the envelope theorem its Jacobian is
   `Phi(s) - beta E[Phi(s')]` at the maximising policy, so Newton on it is policy

@@ -121,7 +121,7 @@ class JobStore:
         """Return one page of records, newest first, and the number that match the filters.
 
         NOTE: the status filter reads every record of the model or basis index, so it
-        costs O(jobs); a status index would be needed for millions of jobs.
+        costs O(jobs). Millions of jobs would need a status index.
         """
         if not 1 <= limit <= MAX_PAGE or offset < 0:
             raise ValueError(f"limit must be in 1..{MAX_PAGE} and offset >= 0; "
