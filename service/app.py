@@ -125,6 +125,12 @@ def _add_job_routes(app: FastAPI) -> None:
             raise HTTPException(503, "no worker is consuming the gpu queue, so this job would "
                                 "wait for ever; start one with `eulerbench worker --queues gpu` "
                                 "on a machine with a CUDA device, or use device 'cpu' or 'auto'")
+        try:
+            app.state.store.source_for(spec)
+        except ValueError as exc:
+            detail = [{"field": "method.residual.policy.job_id", "input": spec.method.residual.policy.job_id,
+                       "type": "policy_source", "msg": str(exc)}]
+            raise HTTPException(422, detail) from None
         record = app.state.store.create(spec)
         _enqueue(app, record)
         return JobAccepted(id=record.id, status="queued", url=f"/v1/jobs/{record.id}")

@@ -28,7 +28,7 @@ from threadpoolctl import threadpool_limits
 from solvers import algorithms
 from solvers.bases import ChebyshevBasis, MonomialBasis, SplineBasis, TensorBasis
 from solvers.control import SolveControl, SolveDiverged
-from solvers.growth import GrowthModel
+from solvers.growth import GrowthModel, Policy
 from solvers.quadrature import gauss_hermite
 from solvers.solution import Solution
 
@@ -234,16 +234,23 @@ def solve_collocation(model: GrowthModel, method, control: SolveControl, seed: i
                 method.objective.kind, algorithm.kind, result.iterations, result.residual_max,
                 result.converged)
 
-    def policy(k: np.ndarray, logz: np.ndarray) -> np.ndarray:
-        states = np.column_stack([np.ravel(k), np.ravel(logz)])
-        return basis.evaluate(result.theta, states).reshape(np.shape(k))
-
+    policy = linear_policy(basis, result.theta)
     parameters = {"basis": method.basis.model_dump(), "bounds": basis.bounds.tolist(),
                   "theta": result.theta.tolist()}
     return Solution(policy=policy, n_params=basis.n_params, n_conditions=points.shape[0],
                     iterations=result.iterations, converged=result.converged, parameters=parameters,
                     condition_number=algorithms.condition_number(result.jacobian),
                     extra=basis_diagnostics(basis, points))
+
+
+def linear_policy(basis: TensorBasis, theta: np.ndarray) -> Policy:
+    """Return the policy `c(k, log z) = Phi(k, log z) theta`: numpy arrays k and log z of
+    one shape in, consumption of that shape out."""
+    def policy(k: np.ndarray, logz: np.ndarray) -> np.ndarray:
+        states = np.column_stack([np.ravel(k), np.ravel(logz)])
+        return basis.evaluate(theta, states).reshape(np.shape(k))
+
+    return policy
 
 
 def basis_diagnostics(basis: TensorBasis, points: np.ndarray) -> dict[str, float]:

@@ -129,7 +129,15 @@ class ClosedFormPolicy(StrictModel):
     kind: Literal["closed_form"]
 
 
-FixedPolicy = Annotated[Union[SavingsRatePolicy, ClosedFormPolicy], Field(discriminator="kind")]
+class JobPolicy(StrictModel):
+    """The consumption policy of a finished growth job on the same service, read from the
+    store when this job runs. The job must have ended `succeeded` on the same model."""
+
+    kind: Literal["job"]
+    job_id: str = Field(pattern=r"^[0-9a-f]{32}$", description="Id of the finished job (32 hex digits).")
+
+
+FixedPolicy = Annotated[Union[SavingsRatePolicy, ClosedFormPolicy, JobPolicy], Field(discriminator="kind")]
 
 
 class PolicyEvaluationResidual(StrictModel):
@@ -137,7 +145,6 @@ class PolicyEvaluationResidual(StrictModel):
     coefficients of a linear basis, so one linear solve gives its solution."""
 
     kind: Literal["policy_evaluation"]
-    # NOTE: evaluating a finished job's policy by its id is not available yet.
     policy: FixedPolicy = Field(default_factory=lambda: SavingsRatePolicy(kind="savings_rate"),
                                 description="The policy whose value is computed.")
 

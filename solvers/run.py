@@ -23,6 +23,7 @@ from solvers.collocation import solve_collocation
 from solvers.control import SolveCancelled, SolveControl, SolveDiverged, SolveTimedOut
 from solvers.evaluate import evaluate
 from solvers.growth import GrowthModel
+from solvers.policies import PolicySource
 from solvers.solution import Solution
 from solvers.spec import JobSpec, build_savings_model
 
@@ -45,15 +46,16 @@ def build_model(spec: JobSpec):
     return GrowthModel.from_params(spec.model.params)
 
 
-def solve(model, spec: JobSpec, control: SolveControl) -> Solution:
-    """Dispatch to the solver of the spec's model, residual and basis kind."""
+def solve(model, spec: JobSpec, control: SolveControl, source: PolicySource | None = None) -> Solution:
+    """Dispatch to the solver of the spec's model, residual and basis kind; source is the
+    finished job whose policy a policy_evaluation of kind 'job' evaluates."""
     kind = spec.method.basis.kind
     if spec.model.name == "savings":
         from solvers.savings_solver import solve_savings
         return solve_savings(model, spec.method, seed=spec.seed, control=control)
     if spec.method.residual.kind in ("bellman", "policy_evaluation"):
         from solvers.value import solve_value
-        return solve_value(model, spec.method, control, seed=spec.seed)
+        return solve_value(model, spec.method, control, seed=spec.seed, source=source)
     if kind in ("monomial", "chebyshev", "spline", "grid"):
         return solve_collocation(model, spec.method, control, seed=spec.seed)
     if kind == "nn":
@@ -62,10 +64,12 @@ def solve(model, spec: JobSpec, control: SolveControl) -> Solution:
     raise ValueError(f"unknown basis kind {kind!r}; valid choices: monomial, chebyshev, spline, grid, nn")
 
 
-def run_spec(spec: JobSpec, control: SolveControl | None = None, job_id: str = "local") -> Outcome:
+def run_spec(spec: JobSpec, control: SolveControl | None = None, job_id: str = "local",
+             source: PolicySource | None = None) -> Outcome:
     """Solve and evaluate one spec; return its status, record fields and fitted parameters.
 
-    job_id only names the job in log lines.
+    job_id only names the job in log lines. source is the finished job whose policy a
+    policy_evaluation residual of kind 'job' evaluates, read from the store by the caller.
     """
     control = control or SolveControl()
     if control.deadline is None:
@@ -78,7 +82,7 @@ def run_spec(spec: JobSpec, control: SolveControl | None = None, job_id: str = "
 
     solve_started, cpu_started = time.perf_counter(), time.process_time()
     try:
-        solution = solve(model, spec, control)
+        solution = solve(model, spec, control, source)
     except (SolveDiverged, SolveTimedOut, SolveCancelled) as stop:
         status = {SolveDiverged: "diverged", SolveTimedOut: "timed_out",
                   SolveCancelled: "cancelled"}[type(stop)]

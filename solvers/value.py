@@ -28,9 +28,10 @@ import scipy.sparse as sp
 
 from solvers import algorithms
 from solvers.bases import TensorBasis
-from solvers.collocation import Projection, basis_diagnostics, build_basis, fit, make_fitter
+from solvers.collocation import Projection, basis_diagnostics, build_basis, fit, linear_policy, make_fitter
 from solvers.control import SolveControl
 from solvers.growth import GrowthModel
+from solvers.policies import PolicySource, fixed_policy
 from solvers.quadrature import gauss_hermite
 from solvers.solution import Solution
 
@@ -189,19 +190,13 @@ def vfi(model: GrowthModel, basis: TensorBasis, points: np.ndarray, theta: np.nd
                                       float(np.max(np.abs(residual))), jacobian)
 
 
-def fixed_policy(model: GrowthModel, spec) -> Callable:
-    """Return the consumption rule c(k, log z) a policy_evaluation spec names."""
-    if spec.kind == "closed_form":
-        if not model.has_closed_form:
-            raise ValueError("policy 'closed_form' needs gamma = 1 and delta = 1; "
-                             f"got gamma = {model.gamma}, delta = {model.delta}")
-        return lambda k, logz: model.cash_on_hand(k, logz) - model.closed_form_capital(k, logz)
-    rate = spec.rate if spec.rate is not None else model.kss / model.cash_on_hand(model.kss, 0.0)
-    return lambda k, logz: (1 - rate) * model.cash_on_hand(k, logz)
+def solve_value(model: GrowthModel, method, control: SolveControl, seed: int = 0,
+                source: PolicySource | None = None) -> Solution:
+    """Solve for the value function with the method's residual, objective and algorithm.
 
-
-def solve_value(model: GrowthModel, method, control: SolveControl, seed: int = 0) -> Solution:
-    """Solve for the value function with the method's residual, objective and algorithm."""
+    source is the finished job whose policy a policy_evaluation residual of kind 'job'
+    evaluates; None otherwise.
+    """
     basis = build_basis(model, method.basis, seed)
     eps, weights = gauss_hermite(method.quadrature_nodes)
     projection = Projection(basis, method.objective)
@@ -211,7 +206,7 @@ def solve_value(model: GrowthModel, method, control: SolveControl, seed: int = 0
     if residual.kind == "policy_evaluation":
         # The system is linear, so one Newton (square) or Gauss-Newton (least-squares)
         # step from any start solves it: that step is the one linear solve done here.
-        policy = fixed_policy(model, residual.policy)
+        policy = fixed_policy(model, residual.policy, source)
         system = projection.system(policy_evaluation_system(model, basis, points, policy, eps, weights))
         reward_gap, matrix = system(np.zeros(basis.n_params), True)
         theta = algorithms.solve_linear_least_squares(matrix, -reward_gap)
@@ -225,7 +220,10 @@ def solve_value(model: GrowthModel, method, control: SolveControl, seed: int = 0
         theta = algorithms.solve_linear_least_squares(matrix, -gap)
         result = _solve_bellman(model, basis, projection, theta, eps, weights, method.algorithm, control)
 
-    return _solution(model, basis, method, points, result, policy, eps, weights)
+    solution = _solution(model, basis, method, points, result, policy, eps, weights)
+    if source is not None:
+        solution.parameters["source"] = source.as_record()
+    return solution
 
 
 def _starting_policy(model: GrowthModel) -> Callable:
@@ -257,18 +255,16 @@ def _solve_bellman(model, basis, projection, theta, eps, weights, algorithm, con
 def _solution(model, basis, method, points, result, policy, eps, weights) -> Solution:
     """Build the Solution: the consumption policy to score, and value-function diagnostics."""
     theta = result.theta
+    parameters = {"basis": method.basis.model_dump(), "bounds": basis.bounds.tolist(),
+                  "value_theta": theta.tolist()}
     if policy is None:
         cash = model.cash_on_hand(points[:, 0], points[:, 1])
         c = optimal_consumption(model, basis, theta, cash, NextStates(model, points[:, 1], eps, weights))
         theta_c = fit(basis, points, c)
-
-        def policy(k, logz):
-            states = np.column_stack([np.ravel(k), np.ravel(logz)])
-            return basis.evaluate(theta_c, states).reshape(np.shape(k))
+        policy = linear_policy(basis, theta_c)
+        parameters["theta"] = theta_c.tolist()
 
     diagnostics = {**basis_diagnostics(basis, points), **value_diagnostics(model, basis, theta, eps, weights)}
-    parameters = {"basis": method.basis.model_dump(), "bounds": basis.bounds.tolist(),
-                  "value_theta": theta.tolist()}
     return Solution(policy=policy, n_params=basis.n_params, n_conditions=points.shape[0],
                     iterations=result.iterations, converged=result.converged, parameters=parameters,
                     condition_number=algorithms.condition_number(result.jacobian), extra=diagnostics)

@@ -26,6 +26,8 @@ from typing import Any, Callable
 import redis
 from pydantic import ValidationError
 
+from solvers.growth import GrowthModel
+from solvers.policies import PolicySource, check_source_model
 from solvers.record import TERMINAL_STATUSES, JobRecord, Progress, utcnow
 from solvers.spec import JobSpec
 
@@ -259,6 +261,42 @@ class JobStore:
         if raw is None:
             raise JobNotFound(job_id)
         return json.loads(raw)
+
+    def policy_source(self, job_id: str) -> PolicySource:
+        """Return a finished job's spec and policy parameters, for evaluating its policy.
+
+        Raises JobNotFound when no job has this id, and ValueError when the job has not
+        ended `succeeded` or stored no policy.
+        """
+        record = self.get(job_id)
+        if record.status != "succeeded":
+            raise ValueError(f"job {job_id} is {record.status}; only the policy of a succeeded "
+                             f"job can be evaluated")
+        try:
+            parameters = self.get_policy(job_id)
+        except JobNotFound:
+            raise ValueError(f"job {job_id} stored no policy") from None
+        return PolicySource(job_id, record.spec, parameters)
+
+    def source_for(self, spec: JobSpec) -> PolicySource | None:
+        """Return the finished job whose policy spec's policy_evaluation residual names,
+        checked against spec's model; None when spec names no job's policy.
+
+        Raises ValueError, with the reason, when that job is unknown, unfinished, failed,
+        or solved another model.
+        """
+        residual = spec.method.residual
+        if residual.kind != "policy_evaluation" or residual.policy.kind != "job":
+            return None
+        job_id = residual.policy.job_id
+        try:
+            source = self.policy_source(job_id)
+        except JobNotFound:
+            raise ValueError(f"no job has id {job_id}") from None
+        if spec.model.name != "growth":
+            raise ValueError("policy_evaluation of a job's policy applies to the growth model only")
+        check_source_model(GrowthModel.from_params(spec.model.params), source)
+        return source
 
     def delete(self, job_id: str) -> None:
         """Delete an ended job and its policy; raise JobStateError while it is queued or running."""

@@ -65,9 +65,17 @@ def run_job(self, job_id: str) -> str:
 
     logger.info("job %s started on %s (attempt %d): %s", job_id, record.worker,
                 record.attempts, record.spec.summary())
+    try:
+        source = store.source_for(record.spec)
+    except ValueError as exc:
+        message = f"the policy to evaluate cannot be read: {exc}"
+        logger.error("job %s failed: %s", job_id, message)
+        store.finish(job_id, "failed", {"error": message, **machine_fields()})
+        return "failed"
+
     control = _control(store, job_id, record.spec.time_limit_s)
     try:
-        outcome = run_spec(record.spec, control, job_id=job_id)
+        outcome = run_spec(record.spec, control, job_id=job_id, source=source)
     except SoftTimeLimitExceeded:
         logger.error("job %s passed its time limit outside the solver's own checks", job_id)
         outcome = Outcome("timed_out", {

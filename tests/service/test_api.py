@@ -245,3 +245,46 @@ def test_savings_job_over_http(client):
     assert record["errors"]["closed_form"] is None
     listed = client.get("/v1/jobs", params={"model": "savings"}).json()
     assert record["id"] in [item["id"] for item in listed["items"]]
+
+
+def evaluate_job_policy(client, job_id, params=None):
+    return client.post("/v1/jobs", json={"model": {"params": params or {}}, "method": {
+        "basis": {"kind": "chebyshev", "degree": 10},
+        "residual": {"kind": "policy_evaluation", "policy": {"kind": "job", "job_id": job_id}}}})
+
+
+def test_policy_of_finished_job_evaluated_by_id(client):
+    closed_form = {"gamma": 1, "delta": 1}
+    source = client.post("/v1/jobs", json={"model": {"params": closed_form},
+                                           "method": {"basis": {"kind": "chebyshev", "degree": 10}}})
+    source_record = wait_status(client, source.json()["id"], {"succeeded", "failed", "diverged"})
+    assert source_record["status"] == "succeeded"
+
+    reply = evaluate_job_policy(client, source_record["id"], closed_form)
+    assert reply.status_code == 202
+    record = wait_status(client, reply.json()["id"], {"succeeded", "failed", "diverged"})
+    assert record["status"] == "succeeded", record["error"]
+    assert record["iterations"] == 1
+    assert record["diagnostics"]["value_closed_form_max_rel_distance"] < 1e-6
+    assert record["errors"]["box"] == source_record["errors"]["box"]
+
+
+def test_policy_by_id_rejected_before_queueing(client, stack):
+    unknown = evaluate_job_policy(client, "0" * 32)
+    assert unknown.status_code == 422
+    [item] = unknown.json()["detail"]
+    assert item["field"] == "method.residual.policy.job_id"
+    assert f"no job has id {'0' * 32}" in item["msg"]
+
+    source = client.post("/v1/jobs", json={"method": {"basis": {"kind": "chebyshev", "degree": 4}}}).json()["id"]
+    wait_status(client, source, {"succeeded"})
+    other_model = evaluate_job_policy(client, source, {"gamma": 3})
+    assert other_model.status_code == 422
+    assert "other parameters" in other_model.json()["message"]
+
+    store = JobStore.from_url(stack.redis_url, get_settings().key_prefix)
+    failed = store.create(JobSpec.model_validate({"method": {"basis": {"kind": "chebyshev", "degree": 4}}}))
+    store.finish(failed.id, "failed", {"error": "made to fail by the test"})
+    unfinished = evaluate_job_policy(client, failed.id)
+    assert unfinished.status_code == 422
+    assert "only the policy of a succeeded job" in unfinished.json()["message"]

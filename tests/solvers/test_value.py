@@ -6,13 +6,15 @@ import pytest
 from solvers import algorithms
 from solvers.collocation import build_basis
 from solvers.control import SolveControl
+from solvers.evaluate import evaluate
 from solvers.growth import GrowthModel
-from solvers.methods import ChebyshevBasis, SavingsRatePolicy, VFIAlgorithm
+from solvers.methods import ChebyshevBasis, JobPolicy, SavingsRatePolicy, VFIAlgorithm
 from solvers.quadrature import gauss_hermite
 from solvers.run import run_spec
 from solvers.spec import JobSpec
-from solvers.value import (bellman_system, closed_form_value, fixed_policy, policy_evaluation_system,
-                           utility, value_diagnostics, vfi)
+from solvers.policies import PolicySource, fixed_policy, rebuild_policy
+from solvers.value import (bellman_system, closed_form_value, policy_evaluation_system, utility,
+                           value_diagnostics, vfi)
 
 CLOSED_FORM = {"gamma": 1, "delta": 1}
 
@@ -110,3 +112,85 @@ def test_grid_baseline_is_coarse_but_sound():
     assert outcome.status == "succeeded"
     assert outcome.fields["n_params"] == 1600
     assert -6 < outcome.fields["errors"]["box"]["max_log10"] < -3
+
+
+def finished_source(method: dict, model: dict | None = None, seed: int = 0) -> PolicySource:
+    """Solve a growth spec here and return it as a finished job's policy source."""
+    spec = JobSpec.model_validate({"model": {"params": model or {}}, "method": method, "seed": seed})
+    outcome = run_spec(spec)
+    assert outcome.status == "succeeded", outcome.fields.get("error")
+    return PolicySource("a" * 32, spec, outcome.parameters)
+
+
+JOB_POLICY = {"kind": "job", "job_id": "a" * 32}
+
+
+@pytest.mark.parametrize("method", [
+    {"basis": {"kind": "chebyshev", "degree": 6}},
+    {"basis": {"kind": "spline", "n_basis": 8}, "objective": {"kind": "least_squares"}},
+    {"basis": {"kind": "chebyshev", "degree": 6}, "residual": {"kind": "bellman"}},
+    {"basis": {"kind": "grid", "points": 9}, "algorithm": {"kind": "time_iteration"}},
+])
+def test_rebuilt_policy_matches_solved_policy(method):
+    spec = JobSpec.model_validate({"method": method})
+    model = GrowthModel.from_params(spec.model.params)
+    outcome = run_spec(spec)
+    rebuilt = rebuild_policy(PolicySource("a" * 32, spec, outcome.parameters))
+    rng = np.random.default_rng(3)
+    k = rng.uniform(*model.bounds[0], 500)
+    logz = rng.uniform(*model.bounds[1], 500)
+    c = rebuilt(k, logz)
+    assert c.shape == k.shape
+
+    # The rebuilt policy gives the record's Euler errors to the last digit.
+    errors = evaluate(model, rebuilt).as_errors()
+    assert errors["box"] == outcome.fields["errors"]["box"]
+    assert errors["path"] == outcome.fields["errors"]["path"]
+
+
+def test_policy_evaluation_of_job_policy_recovers_closed_form_value():
+    source = finished_source({"basis": {"kind": "chebyshev", "degree": 10}}, CLOSED_FORM)
+    spec = JobSpec.model_validate({"model": {"params": CLOSED_FORM}, "method": {
+        "basis": {"kind": "chebyshev", "degree": 10},
+        "residual": {"kind": "policy_evaluation", "policy": JOB_POLICY}}})
+    outcome = run_spec(spec, source=source)
+    assert outcome.status == "succeeded", outcome.fields.get("error")
+    assert outcome.fields["iterations"] == 1
+    assert outcome.fields["diagnostics"]["value_closed_form_max_rel_distance"] < 1e-6
+    # The evaluated policy is the source's, so the Euler errors are the source's too.
+    assert outcome.fields["errors"]["box"] == source_errors(source)["box"]
+    assert outcome.parameters["source"]["job_id"] == source.job_id
+
+
+def source_errors(source: PolicySource) -> dict:
+    return run_spec(source.spec).fields["errors"]
+
+
+def test_job_policy_of_nested_policy_evaluation_is_rebuilt():
+    inner = finished_source({"basis": {"kind": "chebyshev", "degree": 4},
+                             "residual": {"kind": "policy_evaluation",
+                                          "policy": {"kind": "savings_rate", "rate": 0.3}}})
+    spec = JobSpec.model_validate({"method": {"basis": {"kind": "chebyshev", "degree": 4},
+                                              "residual": {"kind": "policy_evaluation", "policy": JOB_POLICY}}})
+    outer = run_spec(spec, source=inner)
+    assert outer.status == "succeeded"
+    model = GrowthModel()
+    rebuilt = rebuild_policy(PolicySource("b" * 32, spec, outer.parameters))
+    k, logz = np.full(3, model.kss), np.zeros(3)
+    np.testing.assert_allclose(rebuilt(k, logz), 0.7 * model.cash_on_hand(k, logz), rtol=1e-14)
+
+
+def test_job_policy_needs_same_model():
+    source = finished_source({"basis": {"kind": "chebyshev", "degree": 4}})
+    policy = JobPolicy(kind="job", job_id="a" * 32)
+    with pytest.raises(ValueError, match="other parameters"):
+        fixed_policy(GrowthModel(gamma=3.0), policy, source)
+    assert fixed_policy(GrowthModel(), policy, source)(1.0, 0.0) > 0
+
+
+def test_job_policy_without_source_fails_with_reason():
+    spec = JobSpec.model_validate({"method": {"basis": {"kind": "chebyshev", "degree": 4},
+                                              "residual": {"kind": "policy_evaluation", "policy": JOB_POLICY}}})
+    outcome = run_spec(spec)
+    assert outcome.status == "failed"
+    assert "evaluated through the service" in outcome.fields["error"]

@@ -43,3 +43,17 @@ def test_unknown_job_message_dropped(stack):
     follow = store.create(JobSpec.model_validate({"method": {"basis": {"kind": "chebyshev", "degree": 3}}}))
     celery.send_task("eulerbench.run_job", args=[follow.id], queue="cpu")
     assert wait_ended(store, follow.id).status == "succeeded"
+
+
+def test_missing_policy_source_fails_job_with_reason(stack):
+    store = JobStore.from_url(stack.redis_url, get_settings().key_prefix)
+    celery = create_celery(stack.redis_url)
+    # Created behind the API's back, as if the source job was deleted after submission.
+    record = store.create(JobSpec.model_validate({"method": {
+        "basis": {"kind": "chebyshev", "degree": 4},
+        "residual": {"kind": "policy_evaluation", "policy": {"kind": "job", "job_id": "f" * 32}}}}))
+    celery.send_task("eulerbench.run_job", args=[record.id], queue="cpu")
+
+    ended = wait_ended(store, record.id)
+    assert ended.status == "failed"
+    assert f"no job has id {'f' * 32}" in ended.error
