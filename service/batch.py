@@ -45,20 +45,33 @@ BatchLoader.add_implicit_resolver(
     list("-+0123456789"))
 
 
-def load_batch(path: str | Path) -> list[JobSpec]:
-    """Read and validate every spec of a batch file; raise BatchError naming the bad one."""
+def read_document(path: str | Path, what: str = "batch file") -> Any:
+    """Read a YAML or JSON file (JSON when its name ends in .json); raise BatchError when it
+    cannot be read or parsed. what names the file in messages."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
-        raise BatchError(f"cannot read batch file {path}: {exc.strerror}") from None
+        raise BatchError(f"cannot read {what} {path}: {exc.strerror}") from None
     except UnicodeDecodeError as exc:
-        raise BatchError(f"cannot read batch file {path}: it is not UTF-8 text "
+        raise BatchError(f"cannot read {what} {path}: it is not UTF-8 text "
                          f"(byte {exc.start}: {exc.reason})") from None
     try:
-        data = json.loads(text) if path.suffix == ".json" else yaml.load(text, Loader=BatchLoader)
+        return json.loads(text) if path.suffix == ".json" else yaml.load(text, Loader=BatchLoader)
     except (json.JSONDecodeError, yaml.YAMLError) as exc:
         raise BatchError(f"{path} is not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {exc}") from None
+
+
+def load_batch(path: str | Path) -> list[JobSpec]:
+    """Read and validate every spec of a batch file; raise BatchError naming the bad one.
+
+    A sweep file (see `service.sweeps`) gives its expanded specs, in expanded order.
+    """
+    data = read_document(path)
+    from service.sweeps import is_sweep, load_sweep
+
+    if is_sweep(data):
+        return load_sweep(path)[1].specs
 
     if isinstance(data, dict) and "jobs" in data:
         items = data["jobs"]
@@ -146,14 +159,24 @@ COLUMNS = [
 ]
 
 
+def render_table(columns: list[tuple[str, int]], rows: list[list[str]]) -> list[str]:
+    """Return the lines of a plain-text table: header, rule, one line per row.
+
+    columns contains (name, width) pairs. The first column is left-aligned and cut to its
+    width; the others are right-aligned.
+    """
+    header = "  ".join(name.rjust(width) if i else name.ljust(width)
+                       for i, (name, width) in enumerate(columns))
+    lines = [header, "-" * len(header)]
+    for cells in rows:
+        lines.append("  ".join(cell.rjust(width) if i else cell.ljust(width)[:width]
+                               for i, (cell, (_, width)) in enumerate(zip(cells, columns))))
+    return lines
+
+
 def format_table(records: list[JobRecord]) -> str:
     """Return a plain-text comparison table: log10 Euler errors, solve time, size."""
-    header = "  ".join(name.rjust(width) if i else name.ljust(width)
-                       for i, (name, width) in enumerate(COLUMNS))
-    lines = [header, "-" * len(header)]
-    for record in records:
-        lines.append("  ".join(cell.rjust(width) if i else cell.ljust(width)[:width]
-                               for i, (cell, (_, width)) in enumerate(zip(_row(record), COLUMNS))))
+    lines = render_table(COLUMNS, [_row(record) for record in records])
     lines.append("")
     lines.append("Errors are log10 of the unit-free Euler error |beta E[u'(c') R'] / u'(c) - 1| on "
                  "10,000 box points and a 10,000-period path. 'conv' says whether the solver met "
@@ -175,20 +198,22 @@ def _row(record: JobRecord) -> list[str]:
     name = record.spec.label or record.spec.summary()
     errors, timings = record.errors, record.timings
     converged = {True: "yes", False: "no", None: "-"}[record.converged]
-    cells = [name, record.status, converged, _num(record.n_params, "d"), _num(record.iterations, "d"),
-             _num(record.diagnostics.get("basis_condition_number"), ".0e"),
-             _num(timings.solve_s if timings else None, ".3f")]
+    cells = [name, record.status, converged, format_number(record.n_params, "d"),
+             format_number(record.iterations, "d"),
+             format_number(record.diagnostics.get("basis_condition_number"), ".0e"),
+             format_number(timings.solve_s if timings else None, ".3f")]
     if errors is None:
         cells += ["-"] * 6
     else:
         closed = errors.closed_form.max_rel_distance if errors.closed_form else None
-        cells += [_num(errors.box.max_log10, ".2f"), _num(errors.box.mean_log10, ".2f"),
-                  _num(errors.path.max_log10, ".2f"), _num(errors.path.mean_log10, ".2f"),
-                  _num(errors.path.share_outside_box, ".3f"), _num(closed, ".1e")]
+        cells += [format_number(errors.box.max_log10, ".2f"), format_number(errors.box.mean_log10, ".2f"),
+                  format_number(errors.path.max_log10, ".2f"),
+                  format_number(errors.path.mean_log10, ".2f"),
+                  format_number(errors.path.share_outside_box, ".3f"), format_number(closed, ".1e")]
     return cells
 
 
-def _num(value: Any, fmt: str) -> str:
+def format_number(value: Any, fmt: str) -> str:
     """Format a number, or '-' for None and the name for a non-finite float."""
     if value is None:
         return "-"

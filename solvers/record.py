@@ -88,6 +88,7 @@ class JobRecord(RecordPart):
     status: Status
     spec: JobSpec
     submitter: str | None = None
+    sweep_id: str | None = Field(None, description="Id of the sweep that created this job, if any.")
     errors: Errors | None = None
     timings: Timings | None = None
     n_params: int | None = None
@@ -104,6 +105,18 @@ class JobRecord(RecordPart):
     warnings: list[str] = Field(
         default_factory=list, description="Caveats on a result, such as a solve that did not converge.")
     progress: Progress | None = None
+    peak_memory_mb: float | None = Field(
+        None, description="Peak resident set size of the worker process while it ran this job, "
+        "in MiB (2^20 bytes). It includes the memory the process held before the job started "
+        "(the interpreter, numpy, torch), so compare it across jobs, not with zero. "
+        "`peak_memory_scope` says whether the peak was reset when the job started.")
+    peak_memory_scope: Literal["job", "process"] | None = Field(
+        None, description="'job': the peak was reset when the job started (Linux, through "
+        "/proc/self/clear_refs), so it covers this job only; 'process': the worker process's "
+        "peak since it started, which earlier jobs may have set.")
+    peak_gpu_memory_mb: float | None = Field(
+        None, description="Peak memory torch allocated on the CUDA device during the job, in "
+        "MiB; null for jobs that did not run on a GPU.")
     hardware: dict[str, str | int | float | None] | None = None
     versions: dict[str, str] | None = None
     worker: str | None = None

@@ -8,7 +8,9 @@ Keys, under a configurable prefix `P`:
 - `P:workers:QUEUE:HOST` exists while a worker consuming QUEUE on HOST is alive
   (refreshed by its heartbeat, expiring soon after it stops);
 - `P:jobs` is a sorted set of every job id scored by creation time, and
-  `P:jobs:model:NAME` and `P:jobs:basis:KIND` are the same per model and basis kind.
+  `P:jobs:model:NAME` and `P:jobs:basis:KIND` are the same per model and basis kind;
+- `P:sweep:ID` is a sweep's record as JSON (its grid, its job ids in expanded order,
+  its status), and `P:sweeps` the sorted set of sweep ids scored by creation time.
 
 Records are kept until deleted; nothing expires. Status changes are checked and written
 in one optimistic transaction (WATCH/MULTI), so they only move forward
@@ -45,6 +47,10 @@ class JobStateError(RuntimeError):
     """The job's status does not allow the requested change."""
 
 
+class SweepStateError(RuntimeError):
+    """The sweep's status does not allow the requested change."""
+
+
 class RecordUnreadable(RuntimeError):
     """A stored record does not validate against this version's schema."""
 
@@ -66,6 +72,12 @@ class JobStore:
         if not JOB_ID.fullmatch(job_id):
             raise JobNotFound(job_id)
         return f"{self.prefix}:job:{job_id}{suffix}"
+
+    def _sweep_key(self, sweep_id: str) -> str:
+        """Return a sweep's key; an id that is not 32 hex digits names no sweep."""
+        if not JOB_ID.fullmatch(sweep_id):
+            raise JobNotFound(sweep_id)
+        return f"{self.prefix}:sweep:{sweep_id}"
 
     def _index(self, *parts: str) -> str:
         return ":".join([self.prefix, "jobs", *parts])
@@ -96,21 +108,101 @@ class JobStore:
     def create(self, spec: JobSpec, submitter: str | None = None) -> JobRecord:
         """Store a new queued job for spec and return its record."""
         record = JobRecord(id=uuid.uuid4().hex, status="queued", spec=spec, submitter=submitter)
-        score = record.created_at.timestamp()
         pipe = self.client.pipeline()
-        pipe.set(self._key(record.id), record.model_dump_json())
-        pipe.zadd(self._index(), {record.id: score})
-        pipe.zadd(self._index("model", spec.model.name), {record.id: score})
-        pipe.zadd(self._index("basis", spec.method.basis.kind), {record.id: score})
+        self._add_job(pipe, record)
         pipe.execute()
         logger.info("job %s created: %s", record.id, spec.summary())
         return record
+
+    def _add_job(self, pipe: redis.client.Pipeline, record: JobRecord) -> None:
+        """Queue the writes of a new record and its index entries on pipe."""
+        score = record.created_at.timestamp()
+        pipe.set(self._key(record.id), record.model_dump_json())
+        pipe.zadd(self._index(), {record.id: score})
+        pipe.zadd(self._index("model", record.spec.model.name), {record.id: score})
+        pipe.zadd(self._index("basis", record.spec.method.basis.kind), {record.id: score})
+
+    def create_sweep(self, sweep: dict[str, Any], specs: list[JobSpec],
+                     submitter: str | None = None) -> list[JobRecord]:
+        """Store a sweep record and one queued job per spec in one transaction (MULTI/EXEC).
+
+        sweep must hold an `id` (32 hex digits) and a `created_at` (ISO 8601); its
+        `job_ids` are set here, in the order of specs. Either every key is written or none.
+        """
+        records = [JobRecord(id=uuid.uuid4().hex, status="queued", spec=spec, submitter=submitter,
+                             sweep_id=sweep["id"]) for spec in specs]
+        sweep["job_ids"] = [record.id for record in records]
+        pipe = self.client.pipeline(transaction=True)
+        for record in records:
+            self._add_job(pipe, record)
+        pipe.set(self._sweep_key(sweep["id"]), json.dumps(sweep))
+        pipe.zadd(f"{self.prefix}:sweeps", {sweep["id"]: records[0].created_at.timestamp()})
+        pipe.execute()
+        logger.info("sweep %s created with %d jobs", sweep["id"], len(records))
+        return records
+
+    def get_sweep(self, sweep_id: str) -> dict[str, Any]:
+        """Return the stored record of a sweep; raise JobNotFound when there is none."""
+        raw = self.client.get(self._sweep_key(sweep_id))
+        if raw is None:
+            raise JobNotFound(sweep_id)
+        return json.loads(raw)
+
+    def sweep_ids(self, limit: int = 50, offset: int = 0) -> tuple[list[str], int]:
+        """Return one page of sweep ids, newest first, and the number of sweeps."""
+        index = f"{self.prefix}:sweeps"
+        return self.client.zrevrange(index, offset, offset + limit - 1), self.client.zcard(index)
+
+    def update_sweep(self, sweep_id: str,
+                     change: Callable[[dict[str, Any]], dict[str, Any] | None]) -> dict[str, Any]:
+        """Apply change to a sweep record atomically (WATCH/MULTI); change returns None to
+        leave it as it is. Return the record as stored afterwards."""
+        key = self._sweep_key(sweep_id)
+        result: list[dict[str, Any]] = [{}]
+
+        def transaction(pipe: redis.client.Pipeline) -> None:
+            raw = pipe.get(key)
+            if raw is None:
+                raise JobNotFound(sweep_id)
+            current = json.loads(raw)
+            updated = change(current)
+            result[0] = current if updated is None else updated
+            pipe.multi()
+            if updated is not None:
+                pipe.set(key, json.dumps(updated))
+
+        self.client.transaction(transaction, key)
+        return result[0]
+
+    def get_many(self, ids: list[str]) -> list[JobRecord | None]:
+        """Return the records of ids in order, None where a record no longer exists."""
+        if not ids:
+            return []
+        records: list[JobRecord | None] = []
+        for job_id, raw in zip(ids, self.client.mget([self._key(i) for i in ids])):
+            records.append(None if raw is None else self._parse(job_id, raw))
+        return records
+
+    def statuses(self, ids: list[str]) -> list[str | None]:
+        """Return the status of each job in ids, None where the record no longer exists.
+
+        Cheaper than `get_many`: the records are parsed as plain JSON, not validated.
+        """
+        if not ids:
+            return []
+        raws = self.client.mget([self._key(i) for i in ids])
+        return [None if raw is None else json.loads(raw).get("status") for raw in raws]
 
     def get(self, job_id: str) -> JobRecord:
         """Return the record of job_id; raise JobNotFound when there is none."""
         raw = self.client.get(self._key(job_id))
         if raw is None:
             raise JobNotFound(job_id)
+        return self._parse(job_id, raw)
+
+    @staticmethod
+    def _parse(job_id: str, raw: str) -> JobRecord:
+        """Validate a stored record; raise RecordUnreadable when this version cannot read it."""
         try:
             return JobRecord.model_validate_json(raw)
         except ValidationError as exc:
@@ -250,6 +342,20 @@ class JobStore:
             return self.get(job_id)
         logger.info("job %s cancelled while queued", job_id)
         return updated
+
+    def cancel_queued(self, job_id: str) -> bool:
+        """Cancel a job if it is still queued; return True when it was, and leave it alone
+        (False) once it has started or ended."""
+        def change(record: JobRecord) -> JobRecord | None:
+            if record.status != "queued":
+                return None
+            return record.model_copy(update={"status": "cancelled", "finished_at": utcnow(),
+                                             "error": "cancelled before it started"})
+
+        cancelled = self._update(job_id, change) is not None
+        if cancelled:
+            logger.info("job %s cancelled while queued", job_id)
+        return cancelled
 
     def cancel_requested(self, job_id: str) -> bool:
         """Return True when a running job has been asked to stop."""

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from functools import lru_cache
+from typing import Any
 
 import redis
 from celery import Task
@@ -74,6 +76,8 @@ def run_job(self, job_id: str) -> str:
         return "failed"
 
     control = _control(store, job_id, record.spec.time_limit_s)
+    on_gpu = _uses_gpu(record.spec)
+    scope = reset_peak_memory(on_gpu)
     try:
         outcome = run_spec(record.spec, control, job_id=job_id, source=source)
     except SoftTimeLimitExceeded:
@@ -81,10 +85,76 @@ def run_job(self, job_id: str) -> str:
         outcome = Outcome("timed_out", {
             "error": f"time limit of {record.spec.time_limit_s:g} s exceeded",
             "history": control.history, **machine_fields()})
+    outcome.fields.update(peak_memory_fields(scope, on_gpu))
     if outcome.status in ("failed", "diverged"):
         logger.error("job %s %s: %s", job_id, outcome.status, outcome.fields.get("error"))
     store.finish(job_id, outcome.status, outcome.fields, outcome.parameters)
     return outcome.status
+
+
+def _uses_gpu(spec) -> bool:
+    """Return True when the job will run on this worker's CUDA device."""
+    if spec.device == "cpu" or spec.method.basis.kind != "nn":
+        return False
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def reset_peak_memory(on_gpu: bool) -> str:
+    """Reset this process's peak memory figures; return the scope the next reading covers.
+
+    On Linux, writing "5" to /proc/self/clear_refs resets the peak resident set size
+    (VmHWM), so the next reading covers the job alone ("job"). Where that file is absent
+    or not writable, only the process's lifetime peak is known ("process").
+    """
+    if on_gpu:
+        import torch
+
+        torch.cuda.reset_peak_memory_stats()
+    try:
+        with open("/proc/self/clear_refs", "w") as clear_refs:
+            clear_refs.write("5")
+    except OSError:
+        return "process"
+    return "job"
+
+
+def peak_memory_fields(scope: str, on_gpu: bool) -> dict[str, Any]:
+    """Return the record's peak memory fields, in MiB, for the scope `reset_peak_memory` gave."""
+    peak_kib = _vm_hwm_kib() if scope == "job" else None
+    if peak_kib is None:
+        scope, peak_kib = "process", _lifetime_peak_kib()
+    fields: dict[str, Any] = {"peak_memory_scope": scope if peak_kib is not None else None,
+                              "peak_memory_mb": None if peak_kib is None else peak_kib / 1024}
+    if on_gpu:
+        import torch
+
+        fields["peak_gpu_memory_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    return fields
+
+
+def _vm_hwm_kib() -> float | None:
+    """Return VmHWM, the peak resident set size since the last reset, in KiB (Linux)."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return float(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def _lifetime_peak_kib() -> float | None:
+    """Return the process's peak resident set size since it started, in KiB, or None."""
+    try:
+        import resource
+    except ImportError:
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    # ru_maxrss is in bytes on macOS and in KiB on Linux and the BSDs.
+    return peak / 1024 if sys.platform == "darwin" else float(peak)
 
 
 def _control(store: JobStore, job_id: str, time_limit_s: float) -> SolveControl:
