@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 from typing import Literal
 
-from fastapi import FastAPI, HTTPException, Request, Response
+from fastapi import Depends, FastAPI, HTTPException, Request, Response
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from fastapi.responses import JSONResponse
@@ -16,7 +16,13 @@ from kombu.exceptions import OperationalError
 from pydantic import BaseModel
 from redis import RedisError
 
+from service import report_routes, sweep_routes
+from service.sweep_routes import MAX_OFFSET
+from service.auth import Caller, check_owner, current_caller, install_auth
 from service.errors import describe_errors, summarize
+from service.idempotency import IdempotencyKey, IdempotencyStore, request_sha256
+from service.limits import install_request_limit
+from service.metrics import install_metrics
 from solvers.record import STATUSES, JobRecord
 from solvers.spec import JobSpec, bounded, describe_catalogue
 from worker.celery_app import QUEUES, create_celery
@@ -55,8 +61,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.store = JobStore.from_url(settings.redis_url, settings.key_prefix)
     app.state.celery = create_celery(settings.redis_url)
     app.state.settings = settings
+    app.state.idempotency = IdempotencyStore(app.state.store.client, settings.key_prefix,
+                                             settings.idempotency_ttl_s)
     _add_error_handlers(app)
     _add_job_routes(app)
+    app.include_router(sweep_routes.router)
+    app.include_router(report_routes.router)
+    # Middleware added last runs first: metrics see every reply, auth runs before the size check.
+    install_request_limit(app, settings.max_request_bytes)
+    install_auth(app, settings)
+    install_metrics(app)
     return app
 
 
@@ -114,26 +128,36 @@ def _add_job_routes(app: FastAPI) -> None:
         return describe_catalogue()
 
     @app.post("/v1/jobs", status_code=202, response_model=JobAccepted)
-    def submit_job(spec: JobSpec) -> JobAccepted:
-        """Queue a solve job; the reply carries its id."""
+    def submit_job(spec: JobSpec, idempotency_key: IdempotencyKey = None,
+                   caller: Caller = Depends(current_caller)) -> JobAccepted:
+        """Queue a solve job; the reply carries its id. A retry with the same
+        Idempotency-Key and body returns the first reply."""
         limit = app.state.settings.max_time_limit_s
         if spec.time_limit_s > limit:
-            detail = [{"field": "time_limit_s", "input": spec.time_limit_s, "type": "limit",
+            detail = [{"field": "time_limit_s", "loc": ["body", "time_limit_s"],
+                       "input": spec.time_limit_s, "type": "limit",
                        "msg": f"{spec.time_limit_s:g} s exceeds this service's limit of {limit:g} s"}]
             raise HTTPException(422, detail)
         if spec.device == "gpu" and not app.state.store.workers("gpu"):
-            raise HTTPException(503, "no worker is consuming the gpu queue, so this job would "
+            raise HTTPException(409, "no worker is consuming the gpu queue, so this job would "
                                 "wait for ever; start one with `eulerbench worker --queues gpu` "
                                 "on a machine with a CUDA device, or use device 'cpu' or 'auto'")
         try:
             app.state.store.source_for(spec)
         except ValueError as exc:
-            detail = [{"field": "method.residual.policy.job_id", "input": spec.method.residual.policy.job_id,
-                       "type": "policy_source", "msg": str(exc)}]
+            detail = [{"field": "method.residual.policy.job_id",
+                       "loc": ["body", "method", "residual", "policy", "job_id"],
+                       "input": spec.method.residual.policy.job_id, "type": "policy_source", "msg": str(exc)}]
             raise HTTPException(422, detail) from None
-        record = app.state.store.create(spec)
-        _enqueue(app, record)
-        return JobAccepted(id=record.id, status="queued", url=f"/v1/jobs/{record.id}")
+
+        def create() -> dict:
+            record = app.state.store.create(spec, submitter=caller.submitter)
+            _enqueue(app, record)
+            return JobAccepted(id=record.id, status="queued", url=f"/v1/jobs/{record.id}").model_dump()
+
+        reply, _ = app.state.idempotency.submit("jobs", caller.submitter, idempotency_key,
+                                                request_sha256(spec.model_dump(mode="json")), create)
+        return JobAccepted(**reply)
 
     @app.get("/v1/jobs/{job_id}", response_model=JobRecord)
     def get_job(job_id: str) -> Response:
@@ -145,15 +169,16 @@ def _add_job_routes(app: FastAPI) -> None:
                   basis: Literal["monomial", "chebyshev", "spline", "nn"] | None = None,
                   status: Literal[STATUSES] | None = None,  # type: ignore[valid-type]
                   limit: bounded(1, MAX_PAGE, integer=True, strict=False) = 50,
-                  offset: bounded(0, None, integer=True, strict=False) = 0) -> Response:
+                  offset: bounded(0, MAX_OFFSET, integer=True, strict=False) = 0) -> Response:
         """List jobs, newest first, filtered by model, basis kind and status."""
         items, total = app.state.store.list(model, basis, status, limit, offset)
         page = JobPage(items=items, total=total, limit=limit, offset=offset)
         return Response(page.model_dump_json(), media_type="application/json")
 
     @app.post("/v1/jobs/{job_id}/cancel", response_model=JobRecord)
-    def cancel_job(job_id: str) -> Response:
+    def cancel_job(job_id: str, caller: Caller = Depends(current_caller)) -> Response:
         """Cancel a queued job, or ask a running one to stop at its next iteration."""
+        check_owner(caller, _get(app, job_id).submitter, f"cancel job {job_id}")
         try:
             record = app.state.store.request_cancel(job_id)
             return _record_response(record, status_code=202 if record.status == "running" else 200)
@@ -163,8 +188,9 @@ def _add_job_routes(app: FastAPI) -> None:
             raise HTTPException(409, str(exc)) from None
 
     @app.delete("/v1/jobs/{job_id}", status_code=204)
-    def delete_job(job_id: str) -> Response:
+    def delete_job(job_id: str, caller: Caller = Depends(current_caller)) -> Response:
         """Delete an ended job's record and policy."""
+        check_owner(caller, _get(app, job_id).submitter, f"delete job {job_id}")
         try:
             app.state.store.delete(job_id)
         except JobNotFound:

@@ -1,10 +1,13 @@
 """The `eulerbench` command line.
 
-    eulerbench up [BATCH] [--once]   embedded stack: Redis, worker, API; submit a batch
+    eulerbench up [FILE] [--once]    embedded stack: Redis, worker, API; run a batch or a sweep
     eulerbench solve FILE [--json]   solve specs in this process and print the results
     eulerbench submit FILE           send a batch to a running service and follow it
+    eulerbench sweep FILE            send a sweep, follow it, print the table, write the report
+    eulerbench report SWEEP_ID       fetch a sweep's table, CSV, JSON, Parquet and plots again
     eulerbench jobs / show ID / cancel ID
     eulerbench api / worker          the service's processes (docker-compose.yml runs these)
+    eulerbench key new NAME          make an API key for submitter NAME and its settings entry
 """
 
 from __future__ import annotations
@@ -21,13 +24,21 @@ from pathlib import Path
 
 import httpx
 
-from service.batch import BatchError, fetch, format_table, load_batch, submit_batch, wait_for
+from tqdm import tqdm
+
+from service.batch import BatchError, fetch, format_table, load_batch, read_document, submit_batch, wait_for
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_DATA_DIR = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share") / "eulerbench" / "redis"
 DEFAULT_URL = os.environ.get("EULERBENCH_URL", "http://127.0.0.1:8000")
 SERVER_COMMANDS = ("api", "worker")
+DEFAULT_REPORT_DIR = Path("sweep-results")
+# The plots `sweep` and `report` download: (file name, metric, x); None is the frontier.
+REPORT_PLOTS = (("box_max_log10-vs-n_params", "box_max_log10", "n_params"),
+                ("solve_s-vs-n_params", "solve_s", "n_params"),
+                ("peak_memory_mb-vs-n_params", "peak_memory_mb", "n_params"),
+                ("frontier", None, None))
 
 
 class ServiceReplyError(RuntimeError):
@@ -105,10 +116,13 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     up = commands.add_parser("up", help="Start Redis, a worker and the API on 127.0.0.1 and "
-                             "submit a batch.")
-    up.add_argument("batch", nargs="?", help="Batch file (YAML or JSON) to submit once the stack is up.")
+                             "run a batch or a sweep.")
+    up.add_argument("batch", nargs="?", help="Batch or sweep file (YAML or JSON) to submit once "
+                    "the stack is up; a top-level 'grid' (or 'kind: sweep') marks a sweep.")
     up.add_argument("--once", action="store_true", help="Exit when the batch has ended, "
                     "instead of serving until Ctrl-C.")
+    up.add_argument("--out", default=None, help="Folder for a sweep's CSV, JSON, Parquet and "
+                    f"plots (default: {DEFAULT_REPORT_DIR}/SWEEP_ID).")
     up.add_argument("--port", type=port_number, default=8000,
                     help="API port on 127.0.0.1 (0 picks a free one).")
     up.add_argument("--workers", type=int, default=1, help="Worker processes (jobs run at once).")
@@ -134,6 +148,26 @@ def build_parser() -> argparse.ArgumentParser:
     _add_url(submit)
     submit.set_defaults(handler=cmd_submit)
 
+    sweep = commands.add_parser("sweep", help="Send a sweep to a running service, follow it, "
+                                "print the table and write the results and plots to a folder.")
+    sweep.add_argument("file", help="Sweep file (YAML or JSON) with a base spec and a grid.")
+    sweep.add_argument("--out", default=None, help="Folder for results.csv, results.json, "
+                       f"results.parquet and the plots (default: {DEFAULT_REPORT_DIR}/SWEEP_ID).")
+    sweep.add_argument("--aggregate", action="store_true", help="Print one row per configuration, "
+                       "with medians over repeats, and also write results-aggregated.csv.")
+    sweep.add_argument("--no-wait", action="store_true", help="Print the sweep id and exit.")
+    _add_url(sweep)
+    sweep.set_defaults(handler=cmd_sweep)
+
+    report = commands.add_parser("report", help="Fetch a sweep's table, results files and plots.")
+    report.add_argument("id", help="Sweep id.")
+    report.add_argument("--out", default=None, help="Folder for the files "
+                        f"(default: {DEFAULT_REPORT_DIR}/SWEEP_ID).")
+    report.add_argument("--aggregate", action="store_true", help="Print one row per configuration, "
+                        "with medians over repeats, and also write results-aggregated.csv.")
+    _add_url(report)
+    report.set_defaults(handler=cmd_report)
+
     jobs = commands.add_parser("jobs", help="List jobs of a running service, newest first.")
     jobs.add_argument("--status", help="Only jobs with this status.")
     jobs.add_argument("--model", help="Only jobs of this model.")
@@ -158,9 +192,22 @@ def build_parser() -> argparse.ArgumentParser:
     catalogue.set_defaults(handler=cmd_catalogue)
 
     api = commands.add_parser("api", help="Serve the HTTP API (uvicorn).")
-    api.add_argument("--host", default="127.0.0.1", help="Address to bind.")
+    api.add_argument("--host", default="127.0.0.1", help="Address to bind. Any address other "
+                     "than a loopback one needs an API key in EULERBENCH_API_KEYS.")
     api.add_argument("--port", type=port_number, default=8000, help="Port to bind.")
     api.set_defaults(handler=cmd_api)
+
+    key = commands.add_parser("key", help="Make API keys and their settings entries.")
+    key_commands = key.add_subparsers(dest="key_command", required=True)
+    key_new = key_commands.add_parser("new", help="Print a new random key for a submitter and "
+                                      "its EULERBENCH_API_KEYS entry (only the hash is stored).")
+    key_new.add_argument("submitter", help="Name recorded on the jobs the key submits; '*' makes "
+                         "an admin key, which may cancel and delete any job.")
+    key_new.set_defaults(handler=cmd_key_new)
+    key_hash = key_commands.add_parser("hash", help="Read a key from standard input and print "
+                                       "its EULERBENCH_API_KEYS entry for a submitter.")
+    key_hash.add_argument("submitter", help="Submitter name of the key ('*' for an admin key).")
+    key_hash.set_defaults(handler=cmd_key_hash)
 
     worker = commands.add_parser("worker", help="Run a Celery worker.")
     worker.add_argument("--queues", default="cpu", help="Comma-separated queues: cpu, gpu.")
@@ -226,6 +273,11 @@ def _clear_progress(quiet: bool) -> None:
 
 def cmd_submit(args: argparse.Namespace) -> int:
     """Validate a batch, submit it, follow it, and print the table."""
+    from service.sweeps import is_sweep
+
+    if is_sweep(read_document(args.file)):
+        raise BatchError(f"{args.file} is a sweep file; submit it with `eulerbench sweep "
+                         f"{args.file}`, which keeps its jobs together as one sweep")
     specs = load_batch(args.file)
     with httpx.Client(base_url=args.url, timeout=30) as client:
         ids = submit_batch(client, specs)
@@ -235,6 +287,114 @@ def cmd_submit(args: argparse.Namespace) -> int:
         records = wait_for(client, ids)
     print(format_table(records))
     return 0 if all(r.status == "succeeded" for r in records) else 1
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    """Validate a sweep file, submit it, follow it, print the table and write the report."""
+    from service.sweeps import load_sweep
+
+    sweep, expansion = load_sweep(args.file)
+    print(f"{args.file}: {len(expansion.specs)} jobs", file=sys.stderr)
+    with httpx.Client(base_url=args.url, timeout=60) as client:
+        sweep_id = submit_sweep(client, sweep)
+        if args.no_wait:
+            print(sweep_id)
+            return 0
+        wait_for_sweep(client, sweep_id)
+        return write_report(client, sweep_id, args.out, args.aggregate)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """Fetch a sweep's rows, print the table and write the results files and plots."""
+    with httpx.Client(base_url=args.url, timeout=60) as client:
+        return write_report(client, args.id, args.out, args.aggregate)
+
+
+def submit_sweep(client: httpx.Client, sweep) -> str:
+    """POST a sweep; return its id. A rejection (HTTP 422) raises BatchError with the reason."""
+    reply = client.post("/v1/sweeps", json=sweep.model_dump(mode="json", exclude_none=True))
+    if reply.status_code == 422:
+        raise BatchError(f"the service rejected the sweep: {_reply_message(reply)}")
+    accepted = _json(reply)
+    print(f"sweep {accepted['id']} queued: {accepted['n_jobs']} jobs", file=sys.stderr)
+    return accepted["id"]
+
+
+def wait_for_sweep(client: httpx.Client, sweep_id: str, poll_s: float = 0.5) -> dict:
+    """Poll a sweep until every job has ended, with a progress bar over its jobs; return it."""
+    sweep = _json(client.get(f"/v1/sweeps/{sweep_id}", params={"rows": "false"}))
+    bar = tqdm(total=len(sweep["job_ids"]), desc="jobs", unit="job", file=sys.stderr)
+    try:
+        while True:
+            ended = round(sweep["progress"] * len(sweep["job_ids"]))
+            bar.set_postfix_str(", ".join(f"{status} {n}" for status, n in sweep["counts"].items()),
+                                refresh=False)
+            bar.update(ended - bar.n)
+            if sweep["finished_at"] is not None:
+                return sweep
+            time.sleep(poll_s)
+            sweep = _json(client.get(f"/v1/sweeps/{sweep_id}", params={"rows": "false"}))
+    finally:
+        bar.close()
+
+
+def write_report(client: httpx.Client, sweep_id: str, out: str | None, aggregate: bool) -> int:
+    """Print a sweep's table and write results.csv, .json, .parquet and the plots to out.
+
+    Return 0 when every job succeeded, else 1.
+    """
+    from service.results import format_rows, rows_from_json
+
+    sweep = client.get(f"/v1/sweeps/{sweep_id}", params={"rows": "false"})
+    if sweep.status_code == 404:
+        raise BatchError(f"sweep {sweep_id} not found at {client.base_url}")
+    sweep = _json(sweep)
+    folder = Path(out) if out else DEFAULT_REPORT_DIR / sweep_id
+    folder.mkdir(parents=True, exist_ok=True)
+    for fmt in ("csv", "json", "parquet"):
+        reply = client.get(f"/v1/sweeps/{sweep_id}/results", params={"format": fmt})
+        reply.raise_for_status()
+        (folder / f"results.{fmt}").write_bytes(reply.content)
+    rows = rows_from_json(json.loads((folder / "results.json").read_bytes()))
+    if aggregate:
+        reply = client.get(f"/v1/sweeps/{sweep_id}/results", params={"format": "csv", "aggregate": "true"})
+        (folder / "results-aggregated.csv").write_bytes(reply.content)
+        rows = rows_from_json(_json(client.get(f"/v1/sweeps/{sweep_id}/results",
+                                               params={"format": "json", "aggregate": "true"})))
+    plots = _download_plots(client, sweep_id, folder)
+
+    print(format_rows(rows, sweep["varied"], aggregated=aggregate))
+    print(f"\nsweep {sweep_id} ({sweep.get('name') or 'unnamed'}): {sweep['status']}, "
+          f"{_counts_text(sweep['counts'])}")
+    print(f"wrote results.csv, results.json, results.parquet{plots} to {folder}")
+    if client.get(f"/sweeps/{sweep_id}").status_code == 200:
+        print(f"page: {client.base_url.join(f'/sweeps/{sweep_id}')}")
+    return 0 if sweep["counts"].get("succeeded", 0) == len(sweep["job_ids"]) else 1
+
+
+def _download_plots(client: httpx.Client, sweep_id: str, folder: Path) -> str:
+    """Save the main plots as PNG files; return a note naming them for the summary line.
+
+    A service without plot endpoints (HTTP 404) gives no plots and no error.
+    """
+    saved = []
+    for name, metric, x in REPORT_PLOTS:
+        path = f"/v1/sweeps/{sweep_id}/plots/{metric or 'frontier'}.png"
+        reply = client.get(path, params={"x": x} if x else None)
+        if reply.status_code == 404:
+            print("note: this service has no plot endpoints; no plots written", file=sys.stderr)
+            break
+        if reply.status_code != 200:
+            print(f"note: plot {name} not written: HTTP {reply.status_code}: {_reply_message(reply)}",
+                  file=sys.stderr)
+            continue
+        (folder / f"{name}.png").write_bytes(reply.content)
+        saved.append(f"{name}.png")
+    return f" and {len(saved)} plots ({', '.join(saved)})" if saved else ""
+
+
+def _counts_text(counts: dict) -> str:
+    return ", ".join(f"{n} {status}" for status, n in counts.items())
 
 
 def cmd_jobs(args: argparse.Namespace) -> int:
@@ -328,9 +488,56 @@ def _range_text(setting: dict) -> str:
 def cmd_api(args: argparse.Namespace) -> int:
     """Serve the API with uvicorn until stopped."""
     import uvicorn
+    from pydantic import ValidationError
 
+    from service.auth import check_bind_address
+    from worker.settings import get_settings
+
+    try:
+        check_bind_address(args.host, get_settings())
+    except ValidationError as exc:
+        print(f"error: invalid settings: {exc.errors()[0]['msg']}", file=sys.stderr)
+        return 2
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     uvicorn.run("service.app:app", host=args.host, port=args.port, log_level=args.log_level)
     return 0
+
+
+def cmd_key_new(args: argparse.Namespace) -> int:
+    """Print a new key and the settings entry that holds its hash."""
+    from service.auth import hash_key, new_key
+
+    if not _valid_submitter(args.submitter):
+        return 2
+    key = new_key()
+    print(f"key (give it to {args.submitter}; it is not stored anywhere): {key}")
+    print(f"EULERBENCH_API_KEYS entry (comma-separate several): {args.submitter}:{hash_key(key)}")
+    return 0
+
+
+def cmd_key_hash(args: argparse.Namespace) -> int:
+    """Print the settings entry of a key read from standard input."""
+    from service.auth import hash_key
+
+    if not _valid_submitter(args.submitter):
+        return 2
+    key = sys.stdin.readline().strip()
+    if not key:
+        print("error: no key on standard input", file=sys.stderr)
+        return 2
+    print(f"{args.submitter}:{hash_key(key)}")
+    return 0
+
+
+def _valid_submitter(submitter: str) -> bool:
+    """Return True when submitter can be a settings entry's name; else print why not."""
+    if submitter and not any(c == ":" or c.isspace() or c == "," for c in submitter):
+        return True
+    print(f"error: invalid submitter {submitter!r}: use a non-empty name without ':', ',' "
+          f"or spaces", file=sys.stderr)
+    return False
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
@@ -354,8 +561,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cancel_unfinished(client: httpx.Client, ids: list[str]) -> None:
-    """Cancel the batch's jobs that have not ended, and print how many."""
+def _cancel_unfinished(client: httpx.Client, ids: list[str], what: str = "batch") -> None:
+    """Cancel the jobs of a batch (or sweep) that have not ended, and print how many."""
     cancelled = 0
     for job_id in ids:
         try:
@@ -364,7 +571,7 @@ def _cancel_unfinished(client: httpx.Client, ids: list[str]) -> None:
         except httpx.HTTPError as exc:
             logger.warning("job %s not cancelled: %s", job_id, exc)
     if cancelled:
-        print(f"cancelled {cancelled} unfinished jobs of the batch", file=sys.stderr)
+        print(f"cancelled {cancelled} unfinished jobs of the {what}", file=sys.stderr)
 
 
 def _raise_interrupt(signum: int, frame: object) -> None:
@@ -372,12 +579,48 @@ def _raise_interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
+def _run_batch(api_url: str, specs: list) -> int:
+    """Submit a batch to the embedded stack, follow it and print the table; return the status."""
+    with httpx.Client(base_url=api_url, timeout=30) as client:
+        ids = submit_batch(client, specs)
+        try:
+            records = wait_for(client, ids)
+        except KeyboardInterrupt:
+            # The stack is going down: jobs left in the queue would otherwise run
+            # first on the next stack that uses the same Redis.
+            _cancel_unfinished(client, ids)
+            raise
+    print(format_table(records))
+    return 0 if all(r.status == "succeeded" for r in records) else 1
+
+
+def _run_sweep(api_url: str, sweep, out: str | None) -> int:
+    """Submit a sweep to the embedded stack, follow it, print the table and write the report."""
+    with httpx.Client(base_url=api_url, timeout=60) as client:
+        sweep_id = submit_sweep(client, sweep)
+        try:
+            wait_for_sweep(client, sweep_id)
+        except KeyboardInterrupt:
+            # As for a batch: the stack is going down, so stop the running jobs too.
+            reply = client.delete(f"/v1/sweeps/{sweep_id}")
+            if reply.status_code == 200:
+                print(f"cancelled {reply.json()['cancelled']} queued jobs of the sweep", file=sys.stderr)
+                _cancel_unfinished(client, reply.json()["job_ids"], "sweep")
+            raise
+        return write_report(client, sweep_id, out, aggregate=False)
+
+
 def cmd_up(args: argparse.Namespace) -> int:
-    """Start the embedded stack, run the batch, print the table, then serve until Ctrl-C."""
+    """Start the embedded stack, run the batch or sweep, print the table, then serve until Ctrl-C."""
     from service.embedded import StackError, start_stack
+    from service.sweeps import is_sweep, load_sweep
     from worker.settings import get_settings
 
-    specs = load_batch(args.batch) if args.batch else []
+    sweep = specs = None
+    if args.batch and is_sweep(read_document(args.batch)):
+        sweep, _ = load_sweep(args.batch)
+    elif args.batch:
+        specs = load_batch(args.batch)
     redis_url = args.redis_url or get_settings().redis_url
     print("starting Redis, a worker and the API on 127.0.0.1 ...", file=sys.stderr)
     signal.signal(signal.SIGTERM, _raise_interrupt)
@@ -393,17 +636,9 @@ def cmd_up(args: argparse.Namespace) -> int:
     status = 0
     try:
         if specs:
-            with httpx.Client(base_url=stack.api_url, timeout=30) as client:
-                ids = submit_batch(client, specs)
-                try:
-                    records = wait_for(client, ids)
-                except KeyboardInterrupt:
-                    # The stack is going down: jobs left in the queue would otherwise run
-                    # first on the next stack that uses the same Redis.
-                    _cancel_unfinished(client, ids)
-                    raise
-            print(format_table(records))
-            status = 0 if all(r.status == "succeeded" for r in records) else 1
+            status = _run_batch(stack.api_url, specs)
+        elif sweep is not None:
+            status = _run_sweep(stack.api_url, sweep, args.out)
         if not args.once:
             print(f"serving at {stack.api_url}; submit more with "
                   f"`eulerbench submit FILE --url {stack.api_url}`; Ctrl-C stops.", file=sys.stderr)

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import re
 from functools import lru_cache
+from typing import Annotated, Any
 
-from pydantic import AliasChoices, Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+API_KEY_ENTRY = re.compile(r"([^:\s]+):([0-9a-f]{64})")
 
 
 class Settings(BaseSettings):
@@ -27,6 +32,46 @@ class Settings(BaseSettings):
         3, description="Deliveries of a job whose worker died before it is recorded as failed.")
     progress_interval_s: float = Field(
         0.5, description="Minimum seconds between two progress writes of a running job.")
+    api_keys: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="API keys as `SUBMITTER:SHA256HEX` entries (the SHA-256 of the key in hex, "
+        "never the key), separated by commas, or a JSON list of such strings or of "
+        "`{\"submitter\": ..., \"sha256\": ...}` objects. The submitter `*` is an admin key, "
+        "which may cancel and delete any job. Empty: authentication is off, and the API "
+        "only serves on a loopback address. `eulerbench key new NAME` makes one.")
+    public_reads: bool | None = Field(
+        None, description="Whether GET requests need no key. Default: true while no API key "
+        "is configured, else false.")
+    max_request_bytes: int = Field(
+        1_048_576, ge=1, description="Largest request body the API accepts, in bytes; larger "
+        "ones get HTTP 413.")
+    idempotency_ttl_s: int = Field(
+        86_400, ge=1, description="Seconds an Idempotency-Key of a submission is remembered.")
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _parse_api_keys(cls, value: Any) -> list[str]:
+        """Accept a comma-separated string, a JSON list, or a list of strings or objects."""
+        if isinstance(value, str):
+            text = value.strip()
+            value = json.loads(text) if text.startswith("[") else [e for e in re.split(r"[,\s]+", text) if e]
+        if not isinstance(value, list):
+            raise ValueError(f"api_keys must be a list of SUBMITTER:SHA256HEX entries; got {type(value).__name__}")
+        entries = []
+        for position, item in enumerate(value, start=1):
+            if isinstance(item, dict):
+                item = f"{item.get('submitter')}:{str(item.get('sha256', '')).lower()}"
+            if not isinstance(item, str) or not API_KEY_ENTRY.fullmatch(item):
+                shown = item.split(":", 1)[0] if isinstance(item, str) else type(item).__name__
+                raise ValueError(f"api_keys entry {position} (submitter {shown!r}) is invalid: "
+                                 f"expected SUBMITTER:SHA256HEX with 64 lowercase hex digits "
+                                 f"and no ':' or spaces in SUBMITTER")
+            entries.append(item)
+        return entries
+
+    def reads_are_public(self) -> bool:
+        """Return whether GET requests are served without a key."""
+        return (not self.api_keys) if self.public_reads is None else self.public_reads
 
 
 @lru_cache(maxsize=1)

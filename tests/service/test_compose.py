@@ -68,3 +68,19 @@ def test_images_built_from_dockerfile():
     assert (ROOT / "Dockerfile").exists()
     assert COMPOSE["services"]["worker-cpu"]["image"] == COMPOSE["services"]["api"]["image"]
     assert "torch==2.13.0" in (ROOT / "Dockerfile").read_text()
+
+
+def test_flower_optional_under_monitoring_profile():
+    flower = COMPOSE["services"]["flower"]
+    assert flower["profiles"] == ["monitoring"]
+    assert "flower" in flower["command"]
+    assert "--broker=redis://redis:6379/0" in flower["command"]
+    assert all(port.startswith("127.0.0.1:") for port in flower["ports"])
+    for name in ("redis", "api", "worker-cpu"):
+        assert "profiles" not in COMPOSE["services"][name], name
+
+
+def test_api_needs_key_on_public_bind_address():
+    api = COMPOSE["services"]["api"]
+    assert api["command"][api["command"].index("--host") + 1] == "0.0.0.0"
+    assert api["environment"]["EULERBENCH_API_KEYS"].startswith("${EULERBENCH_API_KEYS:?")
