@@ -217,11 +217,21 @@ def _get(app: FastAPI, job_id: str) -> JobRecord:
         raise HTTPException(404, f"job {job_id} not found") from None
 
 
+def queue_for(spec: JobSpec, store: JobStore) -> str:
+    """Return the queue a job goes to: 'gpu' for device 'gpu', and for device 'auto' when
+    the job trains a network and a worker consumes the gpu queue; 'cpu' otherwise."""
+    if spec.device == "gpu":
+        return "gpu"
+    if spec.device == "auto" and spec.method.basis.kind == "nn" and store.workers("gpu"):
+        return "gpu"
+    return "cpu"
+
+
 def _enqueue(app: FastAPI, record: JobRecord) -> None:
     """Send the job to its queue; mark it failed and return 503 when the broker is down."""
     spec = record.spec
     settings: Settings = app.state.settings
-    queue = "gpu" if spec.device == "gpu" else "cpu"
+    queue = queue_for(spec, app.state.store)
     soft = spec.time_limit_s + settings.time_limit_grace_s
     try:
         app.state.celery.send_task(TASK_NAME, args=[record.id], queue=queue,

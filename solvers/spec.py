@@ -184,7 +184,8 @@ class JobSpec(StrictModel):
         0, description="Seeds every random draw of the solver (network weights, batches).")
     device: Literal["cpu", "gpu", "auto"] = Field(
         "cpu", description="Where the job runs. 'gpu' and 'auto' apply to the nn basis "
-        "only; 'auto' uses a CUDA device when the worker has one.")
+        "only. 'auto' sends the job to the gpu queue when a worker consumes it, and uses "
+        "a CUDA device when the worker that runs it has one.")
     time_limit_s: bounded(0, 86_400, lower_open=True) = Field(
         600.0, description="Wall-clock limit of the job in seconds; past it the job "
         "ends as timed_out.")

@@ -288,3 +288,25 @@ def test_policy_by_id_rejected_before_queueing(client, stack):
     unfinished = evaluate_job_policy(client, failed.id)
     assert unfinished.status_code == 422
     assert "only the policy of a succeeded job" in unfinished.json()["message"]
+
+
+def test_auto_device_routes_to_live_gpu_worker(client, stack):
+    store = JobStore.from_url(stack.redis_url, get_settings().key_prefix)
+    broker = store.client
+    spec = {"method": {"basis": {"kind": "nn"}}, "device": "auto"}
+
+    # With no gpu worker, an 'auto' network job goes to the cpu queue like any other.
+    cpu_job = client.post("/v1/jobs", json=spec).json()["id"]
+    client.post(f"/v1/jobs/{cpu_job}/cancel")
+    assert broker.llen("gpu") == 0
+
+    # A live heartbeat on the gpu queue sends the next one there.
+    store.register_worker("test-gpu-worker", ["gpu"], ttl_s=30)
+    try:
+        gpu_job = client.post("/v1/jobs", json=spec).json()["id"]
+        assert broker.llen("gpu") == 1
+        assert gpu_job in broker.lindex("gpu", 0)
+    finally:
+        store.unregister_worker("test-gpu-worker", ["gpu"])
+        broker.delete("gpu")
+        client.post(f"/v1/jobs/{gpu_job}/cancel")

@@ -84,3 +84,15 @@ def test_api_needs_key_on_public_bind_address():
     api = COMPOSE["services"]["api"]
     assert api["command"][api["command"].index("--host") + 1] == "0.0.0.0"
     assert api["environment"]["EULERBENCH_API_KEYS"].startswith("${EULERBENCH_API_KEYS:?")
+
+
+def test_gpu_worker_optional_with_cuda_build():
+    gpu = COMPOSE["services"]["worker-gpu"]
+    assert gpu["profiles"] == ["gpu"]
+    assert gpu["build"]["args"]["TORCH_INDEX"].endswith("/cu128")
+    assert gpu["image"] != COMPOSE["services"]["worker-cpu"]["image"]
+    [device] = gpu["deploy"]["resources"]["reservations"]["devices"]
+    assert device["driver"] == "nvidia"
+    assert device["capabilities"] == ["gpu"]
+    build_parser().parse_args(gpu["command"][1:])
+    assert gpu["command"][gpu["command"].index("--queues") + 1] == "gpu"
