@@ -25,7 +25,7 @@ from service.limits import install_request_limit
 from service.metrics import install_metrics
 from solvers.record import STATUSES, JobRecord
 from solvers.spec import JobSpec, bounded, describe_catalogue
-from worker.celery_app import QUEUES, create_celery
+from worker.celery_app import QUEUES, create_celery, job_time_limits
 from worker.settings import Settings, get_settings
 from worker.store import MAX_PAGE, JobNotFound, JobStateError, JobStore, RecordUnreadable
 
@@ -232,10 +232,10 @@ def _enqueue(app: FastAPI, record: JobRecord) -> None:
     spec = record.spec
     settings: Settings = app.state.settings
     queue = queue_for(spec, app.state.store)
-    soft = spec.time_limit_s + settings.time_limit_grace_s
+    soft, hard = job_time_limits(spec.time_limit_s, settings)
     try:
         app.state.celery.send_task(TASK_NAME, args=[record.id], queue=queue,
-                                   soft_time_limit=soft, time_limit=soft + settings.time_limit_grace_s)
+                                   soft_time_limit=soft, time_limit=hard)
     except (OperationalError, RedisError) as exc:
         logger.error("job %s could not be queued: %s", record.id, exc)
         app.state.store.finish(record.id, "failed", {"error": f"could not be queued: {exc}"})

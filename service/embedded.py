@@ -74,18 +74,24 @@ def port_is_free(port: int) -> bool:
     return True
 
 
-def start_redis(data_dir: Path | None = None, timeout_s: float = 15.0) -> tuple[str, subprocess.Popen]:
-    """Start a private redis-server on a free loopback port; return its URL and process.
+def start_redis(data_dir: Path | None = None, timeout_s: float = 15.0, port: int | None = None,
+                appendfsync: str = "everysec") -> tuple[str, subprocess.Popen]:
+    """Start a private redis-server on 127.0.0.1; return its URL and process.
 
     With data_dir, Redis keeps an append-only file there, so records survive a restart
-    of the stack; without it nothing is written to disk.
+    of the stack; without it nothing is written to disk. port 0 or None picks a free
+    port. appendfsync is Redis's fsync policy for that file: `always` (each write is on
+    disk before Redis replies), `everysec` or `no`.
     """
-    binary, port = find_redis_server(), free_port()
+    if appendfsync not in ("always", "everysec", "no"):
+        raise ValueError(f"appendfsync must be 'always', 'everysec' or 'no'; got {appendfsync!r}")
+    binary, port = find_redis_server(), port or free_port()
     if data_dir is None:
         persistence = ["--save", "", "--appendonly", "no", "--dir", tempfile.gettempdir()]
     else:
         data_dir.mkdir(parents=True, exist_ok=True)
-        persistence = ["--save", "", "--appendonly", "yes", "--dir", str(data_dir)]
+        persistence = ["--save", "", "--appendonly", "yes", "--appendfsync", appendfsync,
+                       "--dir", str(data_dir)]
     process = subprocess.Popen(
         [binary, "--port", str(port), "--bind", "127.0.0.1", *persistence],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -47,6 +47,21 @@ class Settings(BaseSettings):
         "ones get HTTP 413.")
     idempotency_ttl_s: int = Field(
         86_400, ge=1, description="Seconds an Idempotency-Key of a submission is remembered.")
+    heartbeat_interval_s: float = Field(
+        10.0, gt=0, description="Seconds between two heartbeats of a worker, which list its live "
+        "pool processes in Redis. Each worker also runs the stale-job sweeper at this interval.")
+    stale_after_s: float = Field(
+        45.0, gt=0, description="Seconds without a heartbeat after which a worker counts as gone: "
+        "its running jobs are queued again, or failed once they have used max_attempts. It "
+        "bounds how long a job waits after its whole worker was killed; it must be at least "
+        "twice heartbeat_interval_s.")
+    max_value_bytes: int = Field(
+        16 * 2**20, ge=1024, description="Largest Redis value the job store writes, in bytes. A "
+        "fitted policy larger than this is not stored (the record says so), and a record over it "
+        "loses its history and diagnostics.")
+    store_retry_s: float = Field(
+        120.0, ge=0, description="Seconds a worker keeps retrying to start a job or write its "
+        "result while Redis is unreachable, such as during a Redis restart.")
 
     @field_validator("api_keys", mode="before")
     @classmethod

@@ -7,6 +7,10 @@ Keys, under a configurable prefix `P`:
 - `P:job:ID:cancel` is set when a running job must stop;
 - `P:workers:QUEUE:HOST` exists while a worker consuming QUEUE on HOST is alive
   (refreshed by its heartbeat, expiring soon after it stops);
+- `P:worker:NODENAME/TOKEN` is a worker instance's latest heartbeat (`worker.liveness`),
+  expiring `stale_after_s` after it was written;
+- `P:jobs:running` is the set of ids of running jobs, which the stale-job sweeper reads;
+- `P:sweeper:lock` is held by the worker whose sweeper runs this round;
 - `P:jobs` is a sorted set of every job id scored by creation time, and
   `P:jobs:model:NAME` and `P:jobs:basis:KIND` are the same per model and basis kind;
 - `P:sweep:ID` is a sweep's record as JSON (its grid, its job ids in expanded order,
@@ -15,6 +19,10 @@ Keys, under a configurable prefix `P`:
 Records are kept until deleted; nothing expires. Status changes are checked and written
 in one optimistic transaction (WATCH/MULTI), so they only move forward
 (queued -> running -> a terminal status) and a finished record is never overwritten.
+The one step back is the sweeper's: a job whose worker died goes from running back to
+queued, with its attempts kept. Each start counts an attempt, and a result written for
+an attempt is dropped once a later attempt has started, so a worker that was taken for
+dead cannot overwrite its successor. No value is larger than `max_value_bytes`.
 """
 
 from __future__ import annotations
@@ -28,6 +36,8 @@ from typing import Any, Callable
 import redis
 from pydantic import ValidationError
 
+from worker.liveness import Heartbeat, Owner, attempt_alive
+
 from solvers.growth import GrowthModel
 from solvers.policies import PolicySource, check_source_model
 from solvers.record import TERMINAL_STATUSES, JobRecord, Progress, utcnow
@@ -37,6 +47,8 @@ logger = logging.getLogger(__name__)
 
 MAX_PAGE = 500
 JOB_ID = re.compile(r"[0-9a-f]{32}")
+DEFAULT_MAX_VALUE_BYTES = 16 * 2**20
+DEFAULT_STALE_AFTER_S = 45.0
 
 
 class JobNotFound(KeyError):
@@ -58,14 +70,17 @@ class RecordUnreadable(RuntimeError):
 class JobStore:
     """Create, read, update and list job records in Redis."""
 
-    def __init__(self, client: redis.Redis, prefix: str = "eulerbench"):
+    def __init__(self, client: redis.Redis, prefix: str = "eulerbench",
+                 max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES):
         self.client = client
         self.prefix = prefix
+        self.max_value_bytes = max_value_bytes
 
     @classmethod
-    def from_url(cls, url: str, prefix: str = "eulerbench") -> "JobStore":
+    def from_url(cls, url: str, prefix: str = "eulerbench",
+                 max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES) -> "JobStore":
         """Connect to the Redis at url."""
-        return cls(redis.Redis.from_url(url, decode_responses=True), prefix)
+        return cls(redis.Redis.from_url(url, decode_responses=True), prefix, max_value_bytes)
 
     def _key(self, job_id: str, suffix: str = "") -> str:
         """Return a job's key; an id that is not 32 hex digits names no job."""
@@ -99,6 +114,32 @@ class JobStore:
     def unregister_worker(self, hostname: str, queues: list[str]) -> None:
         """Remove a stopping worker's marks."""
         self.client.delete(*[f"{self.prefix}:workers:{queue}:{hostname}" for queue in queues])
+
+    def write_heartbeat(self, instance: str, heartbeat: Heartbeat, ttl_s: float) -> None:
+        """Store a worker instance's heartbeat, expiring after ttl_s seconds."""
+        self.client.set(f"{self.prefix}:worker:{instance}", heartbeat.to_json(),
+                        px=max(1, int(ttl_s * 1000)))
+
+    def heartbeat(self, instance: str) -> Heartbeat | None:
+        """Return a worker instance's latest heartbeat, or None once it has expired."""
+        return Heartbeat.from_json(self.client.get(f"{self.prefix}:worker:{instance}"))
+
+    def attempt_alive(self, record: JobRecord, stale_after_s: float,
+                      reader: Owner | None = None) -> bool:
+        """Return whether the attempt recorded in record may still be running (`worker.liveness`)."""
+        owner = Owner.parse(record.worker)
+        heartbeat = self.heartbeat(owner.instance) if owner is not None else None
+        return attempt_alive(owner, heartbeat, record.started_at, utcnow().timestamp(),
+                             stale_after_s, reader)
+
+    def running_ids(self) -> list[str]:
+        """Return the ids in the set of running jobs (some may have ended since they were read)."""
+        return sorted(self.client.smembers(self._index("running")))
+
+    def acquire_sweeper_lock(self, holder: str, ttl_s: float) -> bool:
+        """Take the sweeper's lock for ttl_s seconds; return False when another worker holds it."""
+        return bool(self.client.set(f"{self.prefix}:sweeper:lock", holder, nx=True,
+                                    px=max(1, int(ttl_s * 1000))))
 
     def workers(self, queue: str) -> list[str]:
         """Return the hosts of live workers consuming queue."""
@@ -247,8 +288,12 @@ class JobStore:
                              job_id, exc.errors()[0]["msg"])
         return records
 
-    def _update(self, job_id: str, change: Callable[[JobRecord], JobRecord | None]) -> JobRecord | None:
-        """Apply change to the record atomically; change returns None to leave it as it is."""
+    def _update(self, job_id: str, change: Callable[[JobRecord], JobRecord | None],
+                after: Callable[[redis.client.Pipeline, JobRecord], None] | None = None) -> JobRecord | None:
+        """Apply change to the record atomically; change returns None to leave it as it is.
+
+        after(pipe, updated) may queue more writes, which commit in the same MULTI/EXEC.
+        """
         key = self._key(job_id)
         result: list[JobRecord | None] = [None]
 
@@ -261,18 +306,30 @@ class JobStore:
             pipe.multi()
             if updated is not None:
                 pipe.set(key, updated.model_dump_json())
+                if after is not None:
+                    after(pipe, updated)
 
         self.client.transaction(transaction, key)
         return result[0]
 
-    def start(self, job_id: str, worker: str, max_attempts: int = 3) -> JobRecord | None:
-        """Mark a job running on worker; return None when it has ended and must not run.
+    def start(self, job_id: str, worker: str, max_attempts: int = 3,
+              stale_after_s: float = DEFAULT_STALE_AFTER_S) -> JobRecord | None:
+        """Mark a job running on worker; return None when it must not run here.
 
-        A job delivered again after max_attempts starts (its workers died each time) is
-        recorded as failed instead of being run once more.
+        worker names the process, as `NODENAME/TOKEN/PID` (see `worker.liveness`). A job
+        must not run when it has ended, or when it is running in another process that may
+        still be alive: that delivery is a duplicate. A job delivered again after
+        max_attempts starts (its workers died each time) is recorded as failed instead.
         """
+        reader = Owner.parse(worker)
+
         def change(record: JobRecord) -> JobRecord | None:
             if record.status in TERMINAL_STATUSES:
+                logger.info("job %s already ended %s; this delivery is dropped", job_id, record.status)
+                return None
+            if record.status == "running" and self.attempt_alive(record, stale_after_s, reader):
+                logger.warning("job %s delivered again while attempt %d may still run on %s; "
+                               "this delivery is dropped", job_id, record.attempts, record.worker)
                 return None
             if record.attempts >= max_attempts:
                 logger.error("job %s failed: started %d times without finishing", job_id, record.attempts)
@@ -281,20 +338,57 @@ class JobStore:
                     "error": f"started {record.attempts} times without finishing (workers died "
                              f"or were killed); not retried"})
             if record.status == "running":
-                logger.warning("job %s delivered again (attempt %d); it was running on %s",
+                logger.warning("job %s delivered again (attempt %d); its process on %s is gone",
                                job_id, record.attempts + 1, record.worker)
             return record.model_copy(update={
                 "status": "running", "worker": worker, "attempts": record.attempts + 1,
-                "started_at": utcnow()})
+                "started_at": utcnow(), "progress": None})
 
-        updated = self._update(job_id, change)
+        def after(pipe: redis.client.Pipeline, updated: JobRecord) -> None:
+            if updated.status == "running":
+                pipe.sadd(self._index("running"), job_id)
+            else:
+                pipe.srem(self._index("running"), job_id)
+
+        updated = self._update(job_id, change, after)
         return updated if updated is not None and updated.status == "running" else None
 
-    def progress(self, job_id: str, iteration: int, residual: float, elapsed_s: float,
-                 phase: str = "solving") -> None:
-        """Record the latest progress of a running job; ignored once it has ended."""
+    def requeue_stale(self, job_id: str, attempt: int, max_attempts: int,
+                      stale_after_s: float = DEFAULT_STALE_AFTER_S) -> str | None:
+        """Put a running job whose process is gone back to `queued`, or fail it after max_attempts.
+
+        Only attempt number attempt is judged: nothing changes when another attempt has
+        started since, or when the attempt may still be alive. Returns the new status,
+        or None when nothing changed. The caller sends the job's new message.
+        """
         def change(record: JobRecord) -> JobRecord | None:
-            if record.status != "running":
+            if record.status != "running" or record.attempts != attempt:
+                return None
+            if self.attempt_alive(record, stale_after_s):
+                return None
+            if record.attempts >= max_attempts:
+                return record.model_copy(update={
+                    "status": "failed", "finished_at": utcnow(),
+                    "error": f"its worker {record.worker} stopped sending heartbeats during "
+                             f"attempt {record.attempts} of {max_attempts}; not retried"})
+            return record.model_copy(update={"status": "queued", "progress": None})
+
+        def after(pipe: redis.client.Pipeline, updated: JobRecord) -> None:
+            pipe.srem(self._index("running"), job_id)
+
+        updated = self._update(job_id, change, after)
+        return None if updated is None else updated.status
+
+    def forget_running(self, job_id: str) -> None:
+        """Remove a job that is no longer running from the set of running jobs."""
+        self.client.srem(self._index("running"), job_id)
+
+    def progress(self, job_id: str, iteration: int, residual: float, elapsed_s: float,
+                 phase: str = "solving", attempt: int | None = None) -> None:
+        """Record the latest progress of a running job; ignored once it has ended, and for an
+        attempt other than the latest when attempt is given."""
+        def change(record: JobRecord) -> JobRecord | None:
+            if record.status != "running" or (attempt is not None and record.attempts != attempt):
                 return None
             progress = Progress(iteration=iteration, residual=residual, elapsed_s=elapsed_s, phase=phase)
             return record.model_copy(update={"progress": progress})
@@ -302,28 +396,77 @@ class JobStore:
         self._update(job_id, change)
 
     def finish(self, job_id: str, status: str, fields: dict[str, Any],
-               parameters: dict[str, Any] | None = None) -> bool:
-        """Write a job's final status and results once; return False if it had already ended."""
+               parameters: dict[str, Any] | None = None, attempt: int | None = None) -> bool:
+        """Write a job's final status, results and policy once; return False when not written.
+
+        Nothing is written once the job has ended, nor, when attempt is given, once a
+        later attempt has started. The record, the policy and the removal of the
+        cancellation flag commit together. A policy whose JSON is over max_value_bytes is
+        not stored, and a line in the record's warnings gives the reason.
+        """
         if status not in TERMINAL_STATUSES:
             raise ValueError(f"finish needs a terminal status, one of {sorted(TERMINAL_STATUSES)}; "
                              f"got {status!r}")
+        policy, notes = self._policy_json(job_id, parameters)
+        skipped: list[str] = []
 
         def change(record: JobRecord) -> JobRecord | None:
             if record.status in TERMINAL_STATUSES:
+                skipped.append(f"it had already ended {record.status}")
+                return None
+            if attempt is not None and record.attempts != attempt:
+                skipped.append(f"attempt {record.attempts} started after attempt {attempt}")
                 return None
             data = record.model_dump()
             data.update(fields, status=status, finished_at=utcnow())
-            return JobRecord.model_validate(data)
+            data["warnings"] = [*data.get("warnings", []), *notes]
+            return self._fit_record(JobRecord.model_validate(data), record)
 
-        written = self._update(job_id, change) is not None
-        if written and parameters is not None:
-            self.client.set(self._key(job_id, ":policy"), json.dumps(parameters))
+        def after(pipe: redis.client.Pipeline, updated: JobRecord) -> None:
+            if policy is not None:
+                pipe.set(self._key(job_id, ":policy"), policy)
+            pipe.delete(self._key(job_id, ":cancel"))
+            pipe.srem(self._index("running"), job_id)
+
+        written = self._update(job_id, change, after) is not None
         if written:
-            self.client.delete(self._key(job_id, ":cancel"))
             logger.info("job %s finished: %s", job_id, status)
         else:
-            logger.warning("job %s had already ended; its %s result was not written", job_id, status)
+            logger.warning("job %s: its %s result was not written: %s", job_id, status, skipped[0])
         return written
+
+    def _policy_json(self, job_id: str, parameters: dict[str, Any] | None) -> tuple[str | None, list[str]]:
+        """Return the policy as JSON, or None with a warning when it is over max_value_bytes."""
+        if parameters is None:
+            return None, []
+        policy = json.dumps(parameters)
+        size = len(policy.encode())
+        if size <= self.max_value_bytes:
+            return policy, []
+        note = (f"the fitted policy was not stored: its JSON is {size} bytes, over the limit of "
+                f"{self.max_value_bytes} bytes (EULERBENCH_MAX_VALUE_BYTES)")
+        logger.error("job %s: %s", job_id, note)
+        return None, [note]
+
+    def _fit_record(self, record: JobRecord, before: JobRecord) -> JobRecord:
+        """Return record, dropping its history and then its diagnostics while its JSON is over
+        max_value_bytes. If it is still over, return before with record's status and an error."""
+        size = len(record.model_dump_json().encode())
+        for name, empty in (("history", []), ("diagnostics", {})):
+            if size <= self.max_value_bytes:
+                return record
+            note = (f"the {name} was not stored: the record's JSON was {size} bytes, over the "
+                    f"limit of {self.max_value_bytes} bytes (EULERBENCH_MAX_VALUE_BYTES)")
+            logger.error("job %s: %s", record.id, note)
+            record = record.model_copy(update={name: empty, "warnings": [*record.warnings, note]})
+            size = len(record.model_dump_json().encode())
+        if size <= self.max_value_bytes:
+            return record
+        return before.model_copy(update={
+            "status": record.status, "finished_at": record.finished_at,
+            "error": f"the result was not stored: the record's JSON is {size} bytes without its "
+                     f"history and diagnostics, over the limit of {self.max_value_bytes} bytes "
+                     f"(EULERBENCH_MAX_VALUE_BYTES)"})
 
     def request_cancel(self, job_id: str) -> JobRecord:
         """Cancel a queued job now, or ask a running one to stop; raise JobStateError once ended."""
