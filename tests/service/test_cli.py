@@ -54,7 +54,7 @@ def test_invalid_batch_names_job_and_field(tmp_path):
     assert result.returncode == 2
     assert "job 1 is invalid" in result.stderr
     assert "method.basis.n_basis" in result.stderr
-    assert "4 <= value <= 150" in result.stderr
+    assert "4 <= value <= 600" in result.stderr
 
 
 def test_missing_file_is_clear_error(tmp_path):
