@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
+import scipy.linalg
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
@@ -37,6 +38,7 @@ class AlgorithmResult:
     converged: bool
     residual_max: float
     jacobian: object | None = None
+    fallback_steps: int | None = None  # Newton on least squares: steps that took the Gauss-Newton direction
 
 
 def newton(system: System, theta: np.ndarray, tol: float, max_iterations: int,
@@ -47,7 +49,7 @@ def newton(system: System, theta: np.ndarray, tol: float, max_iterations: int,
     floor, accepted as converged below ROUNDING_FLOOR), or after max_iterations.
     """
     return _descend(system, theta, tol, max_iterations, control,
-                    lambda residual, jacobian: _solve_linear(jacobian, residual))
+                    lambda theta, residual, jacobian: _solve_linear(jacobian, residual))
 
 
 def gauss_newton(system: System, theta: np.ndarray, tol: float, max_iterations: int,
@@ -58,14 +60,57 @@ def gauss_newton(system: System, theta: np.ndarray, tol: float, max_iterations: 
     minimum of ||R||^2 does.
     """
     return _descend(system, theta, tol, max_iterations, control,
-                    lambda residual, jacobian: _least_squares_step(jacobian, residual, 0.0),
+                    lambda theta, residual, jacobian: _least_squares_step(jacobian, residual, 0.0),
                     stationary_is_solution=not square)
+
+
+def newton_least_squares(system: System, hessian: Callable[[np.ndarray], np.ndarray],
+                         theta: np.ndarray, tol: float, max_iterations: int,
+                         control: SolveControl) -> AlgorithmResult:
+    """Minimise L = ||R||^2 / (2M) by Newton steps on the full Hessian of L, with line search.
+
+    hessian(theta) returns the (K, K) matrix `H = J'J / M + sum_i r_i Hess(r_i) / M`. The
+    step solves `H d = g` with the gradient `g = J'R / M`. Away from the minimum the
+    second term can make H indefinite: where its Cholesky factorisation fails, or d is
+    not a descent direction (g'd <= 0), the step is the Gauss-Newton one instead, whose
+    matrix J'J / M is positive semi-definite. The line search and the stopping rules are
+    those of `gauss_newton`; `fallback_steps` in the result counts the Gauss-Newton steps.
+    """
+    fallbacks = 0
+
+    def direction(theta: np.ndarray, residual: np.ndarray, jacobian) -> np.ndarray:
+        nonlocal fallbacks
+        step = _newton_step(hessian(theta), jacobian.T @ residual / residual.size)
+        if step is None:
+            fallbacks += 1
+            step = _least_squares_step(jacobian, residual, 0.0)
+        return step
+
+    result = _descend(system, theta, tol, max_iterations, control, direction,
+                      stationary_is_solution=True)
+    if fallbacks:
+        logger.info("newton on least squares: %d of %d steps took the Gauss-Newton direction",
+                    fallbacks, result.iterations)
+    result.fallback_steps = fallbacks
+    return result
+
+
+def _newton_step(hessian: np.ndarray, gradient: np.ndarray) -> np.ndarray | None:
+    """Return d with H d = g when H is positive definite and d is a descent direction, else None."""
+    try:
+        factor = scipy.linalg.cho_factor(hessian)
+    except np.linalg.LinAlgError:
+        return None
+    step = scipy.linalg.cho_solve(factor, gradient)
+    if not np.all(np.isfinite(step)) or gradient @ step <= 0:
+        return None
+    return step
 
 
 def _descend(system: System, theta: np.ndarray, tol: float, max_iterations: int,
              control: SolveControl, direction: Callable,
              stationary_is_solution: bool = False) -> AlgorithmResult:
-    """Run damped steps theta - lambda d along a direction d(R, J) until a stopping rule holds.
+    """Run damped steps theta - lambda d along a direction d(theta, R, J) until a stopping rule holds.
 
     With stationary_is_solution (least squares), a point where no damped step lowers
     ||R|| is a minimum of ||R||^2 to rounding, so it counts as converged; for a square
@@ -79,7 +124,7 @@ def _descend(system: System, theta: np.ndarray, tol: float, max_iterations: int,
     iteration, converged = 0, _max(residual) < tol
     while not converged and iteration < max_iterations:
         iteration += 1
-        step = direction(residual, jacobian)
+        step = direction(theta, residual, jacobian)
         control.check()
         candidate = _line_search(system, theta, step, _norm(residual), control)
         if candidate is None:

@@ -9,12 +9,15 @@ objective decides where the Euler residual is taken and how it becomes a system:
   Gauss-Legendre rule over the approximation domain, a square system.
 
 The algorithms in `solvers.algorithms` then solve the system with the analytic Jacobian
-from `euler_system`. Time iteration works on consumption values rather than on the
+from `euler_system`, or with one by torch automatic differentiation (`solvers.autodiff`,
+the algorithm's `jacobian: autodiff`). Newton on least squares also takes the Hessian of
+the loss from there. Time iteration works on consumption values rather than on the
 residual system, so it is here too.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import Callable
 
@@ -29,6 +32,7 @@ from solvers import algorithms
 from solvers.bases import ChebyshevBasis, MonomialBasis, SplineBasis, TensorBasis
 from solvers.control import SolveControl, SolveDiverged
 from solvers.growth import GrowthModel, Policy
+from solvers.methods import AUTODIFF_MAX_PARAMS
 from solvers.quadrature import gauss_hermite
 from solvers.solution import Solution
 
@@ -147,18 +151,53 @@ class Projection:
 
 
 def objective_system(model: GrowthModel, basis: TensorBasis, objective, eps: np.ndarray,
-                     weights: np.ndarray) -> tuple[Callable, np.ndarray]:
+                     weights: np.ndarray, jacobian: str = "analytic",
+                     check: Callable[[], None] | None = None) -> tuple[Callable, np.ndarray]:
     """Return the Euler residual system of an objective and the states where residuals are taken.
 
     The system maps (theta, with_jacobian) to (R, J), R of shape (M,) or (K,) for Galerkin.
+    jacobian 'analytic' takes J from `euler_system`; 'autodiff' takes a dense J from torch
+    (`solvers.autodiff.autodiff_system`), calling check() between chunks of its columns.
     """
     projection = Projection(basis, objective)
     points = projection.points
+    if jacobian == "autodiff":
+        from solvers.autodiff import autodiff_system
+
+        return projection.system(autodiff_system(model, basis, points, eps, weights, check)), points
+    if jacobian != "analytic":
+        raise ValueError(f"jacobian {jacobian!r} is not known; valid choices: analytic, autodiff")
 
     def system(theta: np.ndarray, with_jacobian: bool):
         return euler_system(model, basis, theta, points, eps, weights, with_jacobian)
 
     return projection.system(system), points
+
+
+def _torch_threads(method, limit: int | None):
+    """Return a context that caps torch's threads for a method that uses torch derivatives."""
+    if not uses_autodiff(method):
+        return contextlib.nullcontext()
+    from solvers.autodiff import torch_threads
+
+    return torch_threads(limit)
+
+
+def uses_autodiff(method) -> bool:
+    """Return True when the method needs torch derivatives: an autodiff Jacobian, or Newton
+    on least squares, whose Hessian comes from torch."""
+    algorithm = method.algorithm
+    return getattr(algorithm, "jacobian", "analytic") == "autodiff" or (
+        algorithm.kind == "newton" and method.objective.kind == "least_squares")
+
+
+def check_autodiff_size(basis: TensorBasis) -> None:
+    """Raise ValueError when a basis has more coefficients than torch derivatives allow."""
+    if basis.n_params > AUTODIFF_MAX_PARAMS:
+        raise ValueError(
+            f"the basis has K = {basis.n_params} coefficients, and a Jacobian or Hessian by "
+            f"automatic differentiation allows at most K = {AUTODIFF_MAX_PARAMS}; use jacobian "
+            f"'analytic' (and gauss_newton on least_squares), or a smaller basis")
 
 
 def gauss_legendre_box(bounds: np.ndarray, counts: list[int]) -> tuple[np.ndarray, np.ndarray]:
@@ -215,21 +254,31 @@ def first_guess(model: GrowthModel, basis: TensorBasis, guess=None) -> np.ndarra
 def solve_collocation(model: GrowthModel, method, control: SolveControl, seed: int = 0) -> Solution:
     """Solve the growth model with a linear basis, the method's objective and its algorithm."""
     basis = build_basis(model, method.basis, seed)
-    eps, weights = gauss_hermite(method.quadrature_nodes)
-    system, points = objective_system(model, basis, method.objective, eps, weights)
     algorithm = method.algorithm
+    if uses_autodiff(method):
+        check_autodiff_size(basis)
+    eps, weights = gauss_hermite(method.quadrature_nodes)
+    system, points = objective_system(model, basis, method.objective, eps, weights,
+                                      getattr(algorithm, "jacobian", "analytic"), control.check)
 
     # Small dense systems gain nothing from BLAS threads, and when another process keeps
     # the cores busy, threads waiting on each other made a K = 121 solve 100 times slower
-    # (1 s instead of 0.01 s, measured on a 2-core VM).
+    # (1 s instead of 0.01 s, measured on a 2-core VM). torch's threads behave the same:
+    # an autodiff Hessian at K = 49 took 0.7 s of CPU time with 2 threads and 0.08 s with 1
+    # on the same VM under load.
     threads = 1 if basis.n_params <= SINGLE_THREAD_MAX_PARAMS else None
-    with threadpool_limits(limits=threads, user_api="blas"):
+    with threadpool_limits(limits=threads, user_api="blas"), _torch_threads(method, threads):
         theta = first_guess(model, basis)
         if algorithm.kind == "time_iteration":
             result = time_iteration(model, basis, points, theta, eps, weights, algorithm, control)
         else:
             square = method.objective.kind in ("collocation", "galerkin")
-            result = run_algorithm(system, theta, algorithm, control, square)
+            hessian = None
+            if algorithm.kind == "newton" and not square:
+                from solvers.autodiff import loss_hessian
+
+                hessian = loss_hessian(model, basis, points, eps, weights, control.check)
+            result = run_algorithm(system, theta, algorithm, control, square, hessian)
     logger.info("%s / %s / %s: %d iterations, max |R| %.2e, converged %s", method.basis.kind,
                 method.objective.kind, algorithm.kind, result.iterations, result.residual_max,
                 result.converged)
@@ -237,10 +286,13 @@ def solve_collocation(model: GrowthModel, method, control: SolveControl, seed: i
     policy = linear_policy(basis, result.theta)
     parameters = {"basis": method.basis.model_dump(), "bounds": basis.bounds.tolist(),
                   "theta": result.theta.tolist()}
+    diagnostics = basis_diagnostics(basis, points)
+    if result.fallback_steps is not None:
+        diagnostics["gauss_newton_fallback_steps"] = result.fallback_steps
     return Solution(policy=policy, n_params=basis.n_params, n_conditions=points.shape[0],
                     iterations=result.iterations, converged=result.converged, parameters=parameters,
                     condition_number=algorithms.condition_number(result.jacobian),
-                    extra=basis_diagnostics(basis, points))
+                    extra=diagnostics)
 
 
 def linear_policy(basis: TensorBasis, theta: np.ndarray) -> Policy:
@@ -266,9 +318,18 @@ def basis_diagnostics(basis: TensorBasis, points: np.ndarray) -> dict[str, float
 
 
 def run_algorithm(system, theta: np.ndarray, algorithm, control: SolveControl,
-                  square: bool) -> algorithms.AlgorithmResult:
-    """Dispatch a residual system (square, or least squares) to the algorithm the spec names."""
+                  square: bool, hessian: Callable | None = None) -> algorithms.AlgorithmResult:
+    """Dispatch a residual system (square, or least squares) to the algorithm the spec names.
+
+    Newton on a least-squares system needs hessian, theta -> the (K, K) Hessian of the loss.
+    """
     kind = algorithm.kind
+    if kind == "newton" and not square:
+        if hessian is None:
+            raise ValueError("newton on a least-squares system needs the Hessian of the loss; "
+                             "pass hessian, or use gauss_newton")
+        return algorithms.newton_least_squares(system, hessian, theta, algorithm.tol,
+                                               algorithm.max_iterations, control)
     if kind == "newton":
         return algorithms.newton(system, theta, algorithm.tol, algorithm.max_iterations, control)
     if kind == "gauss_newton":

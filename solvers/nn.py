@@ -15,7 +15,9 @@ Training minimises the mean squared unit-free Euler error `e(s)` of `GrowthModel
 over mini-batches of states, with the solver's Gauss-Hermite rule for the expectation and
 torch's automatic differentiation for the gradient. A batch mixes uniform draws from the
 widened approximation box with states of a pool of chains simulated under the current
-policy (the share `ergodic_share`), so the ergodic region gets dense coverage.
+policy (the share `ergodic_share`), so the ergodic region gets dense coverage. The
+sampler and the optimizer are those of `solvers.sampled`, which trains linear bases on
+the same objective.
 
 Residual-only training can settle on an explosive policy: it satisfies the Euler equation
 inside the box while simulated capital runs out of it. The guard is a periodic stability
@@ -36,19 +38,21 @@ from typing import Any
 import numpy as np
 import torch
 
+from solvers.autodiff import torch_threads
 from solvers.control import SolveControl
 from solvers.growth import GrowthModel, Policy
 from solvers.quadrature import gauss_hermite
+from solvers.sampled import ADVANCE_EVERY, ADVANCE_PERIODS, REPORT_EVERY, StateSampler, build_optimizer
 from solvers.solution import Solution
 from solvers.methods import AdamAlgorithm, MethodSpec, NNBasis, SGDAlgorithm
 
 logger = logging.getLogger(__name__)
 
 CORRECTION_BOUND = 5.0  # largest shift of the consumption share's log-odds from the first guess
-REPORT_EVERY = 25  # steps between calls of SolveControl.report
-ADVANCE_EVERY = 10  # steps between advances of the simulated pool
-ADVANCE_PERIODS = 2  # periods the pool moves at each advance
-POOL_PER_BATCH = 4  # simulated chains in the pool per ergodic state in a batch
+# Networks up to this size train on one torch thread on the CPU: their matrix products
+# are too small to gain from more, and a second thread that busy-waits for a core other
+# work holds made 300 steps of a width-16 network take 96 s instead of 5 s.
+SINGLE_THREAD_MAX_PARAMS = 100_000
 CHECK_EVERY = 500  # steps between stability checks
 CHECK_CHAINS = 16  # chains of a stability check, started evenly across the box's capital interval
 CHECK_PERIODS = 400  # periods of each stability-check chain
@@ -119,51 +123,6 @@ def resolve_device(device: str) -> torch.device:
 
 # NOTE: training on CUDA is untested, and CUDA kernels are not guaranteed to give bitwise
 # equal weights from run to run, so a rerun with the same seed may differ there.
-
-
-class StateSampler:
-    """Source of mini-batches of states: uniform draws from a box plus a pool of simulated chains.
-
-    The pool starts uniform over the box and moves under the current policy with its own
-    shocks. A chain whose capital leaves the box or becomes non-finite restarts at a
-    uniform draw, so the batch stays where the network is trained.
-    """
-
-    def __init__(self, model: GrowthModel, bounds: np.ndarray, batch_size: int, ergodic_share: float,
-                 generator: torch.Generator, dtype: torch.dtype, device: torch.device):
-        self.model = model
-        self.generator = generator
-        self.low = torch.as_tensor(bounds[:, 0], dtype=dtype, device=device)
-        self.width = torch.as_tensor(bounds[:, 1] - bounds[:, 0], dtype=dtype, device=device)
-        self.n_ergodic = int(round(ergodic_share * batch_size))
-        self.n_uniform = batch_size - self.n_ergodic
-        self.pool = self.uniform(POOL_PER_BATCH * self.n_ergodic)
-
-    def uniform(self, n: int) -> torch.Tensor:
-        """Return n states drawn uniformly from the box, shape (n, 2)."""
-        unit = torch.rand(n, 2, generator=self.generator, dtype=self.low.dtype, device=self.low.device)
-        return self.low + unit * self.width
-
-    def batch(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Return k and log z of one mini-batch, each of shape (batch_size,)."""
-        pick = torch.randint(self.pool.shape[0], (self.n_ergodic,), generator=self.generator,
-                             device=self.pool.device)
-        states = torch.cat([self.uniform(self.n_uniform), self.pool[pick]])
-        return states[:, 0], states[:, 1]
-
-    @torch.no_grad()
-    def advance(self, policy: SharePolicy, periods: int) -> None:
-        """Move every chain of the pool forward by `periods` periods under the policy."""
-        k, logz = self.pool[:, 0], self.pool[:, 1]
-        for _ in range(periods):
-            shock = torch.randn(k.shape, generator=self.generator, dtype=k.dtype, device=k.device)
-            k = self.model.cash_on_hand(k, logz) - policy(k, logz)
-            logz = self.model.rho * logz + self.model.sigma * shock
-        self.pool = torch.stack([k, logz], dim=1)
-
-        outside = ~((k >= self.low[0]) & (k <= self.low[0] + self.width[0]))
-        if outside.any():
-            self.pool[outside] = self.uniform(int(outside.sum()))
 
 
 @dataclass
@@ -249,7 +208,10 @@ def solve_nn(model: GrowthModel, method: MethodSpec, seed: int, device: str,
     logger.info("nn training start: %dx%d %s, %s, %d steps, batch %d, learning rate %g, device %s, seed %d",
                 basis.depth, basis.width, basis.activation, algorithm.kind, algorithm.steps,
                 objective.batch_size, algorithm.learning_rate, torch_device, seed)
-    result = train(policy, sampler, check, eps, weights, algorithm, control)
+    n_params = sum(p.numel() for p in policy.parameters() if p.requires_grad)
+    threads = 1 if torch_device.type == "cpu" and n_params <= SINGLE_THREAD_MAX_PARAMS else None
+    with torch_threads(threads):
+        result = train(policy, sampler, check, eps, weights, algorithm, control)
     logger.info("nn training stop: %d steps, best stable check at step %d with max |e| %.2e, "
                 "%d rollbacks, final check stable %s", result.steps, result.best_step,
                 result.best_error, result.rollbacks, result.final_stable)
@@ -258,7 +220,7 @@ def solve_nn(model: GrowthModel, method: MethodSpec, seed: int, device: str,
     best_error = result.best_error if math.isfinite(result.best_error) else None
     return Solution(
         policy=build_policy(parameters),
-        n_params=sum(p.numel() for p in policy.parameters() if p.requires_grad),
+        n_params=n_params,
         n_conditions=objective.batch_size,
         iterations=result.steps,
         converged=result.final_stable,
@@ -331,13 +293,7 @@ def train(policy: SharePolicy, sampler: StateSampler, check: StabilityCheck,
     after the last step.
     """
     model = policy.model
-    if algorithm.kind == "sgd":
-        optimizer = torch.optim.SGD(policy.parameters(), lr=algorithm.learning_rate,
-                                    momentum=algorithm.momentum)
-    else:
-        optimizer = torch.optim.Adam(policy.parameters(), lr=algorithm.learning_rate)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(
-        optimizer, T_max=algorithm.steps, eta_min=0.01 * algorithm.learning_rate)
+    optimizer, schedule = build_optimizer(policy.parameters(), algorithm)
     keeper = CheckpointKeeper()
     keeper.update(policy, 0, check.run(policy, control))
 

@@ -99,3 +99,56 @@ def test_non_finite_first_guess_diverges():
 def test_condition_number_dense_only():
     assert algorithms.condition_number(np.diag([1.0, 1e-3])) == pytest.approx(1e3)
     assert algorithms.condition_number(sp.eye(3, format="csr")) is None
+
+
+NOISE = 0.3 * np.sin(7 * X)
+
+
+def noisy_exponential_fit(theta, with_jacobian):
+    """R_i = a exp(b x_i) - 2 exp(-x_i) - 0.3 sin(7 x_i): no exact fit, so the residual at the
+    least-squares minimum is far from zero and the Hessian's second-order term matters."""
+    a, b = theta
+    growth = np.exp(b * X)
+    residual = a * growth - 2 * np.exp(-X) - NOISE
+    jacobian = np.column_stack([growth, a * X * growth]) if with_jacobian else None
+    return residual, jacobian
+
+
+def noisy_exponential_hessian(theta):
+    """Hessian of L = ||R||^2 / (2M) for noisy_exponential_fit, from its second derivatives
+    d2R/da db = x e^(bx) and d2R/db2 = a x^2 e^(bx)."""
+    a, b = theta
+    residual, jacobian = noisy_exponential_fit(theta, True)
+    growth = np.exp(b * X)
+    cross = np.sum(residual * X * growth)
+    second = np.array([[0.0, cross], [cross, np.sum(residual * a * X ** 2 * growth)]])
+    return (jacobian.T @ jacobian + second) / X.size
+
+
+def test_newton_least_squares_finds_minimum():
+    newton = algorithms.newton_least_squares(noisy_exponential_fit, noisy_exponential_hessian,
+                                             np.array([1.0, 0.0]), 1e-13, 50, SolveControl())
+    gauss = algorithms.gauss_newton(noisy_exponential_fit, np.array([1.0, 0.0]), 1e-13, 100, SolveControl())
+    residual, jacobian = noisy_exponential_fit(newton.theta, True)
+
+    assert newton.converged
+    assert newton.fallback_steps == 0
+    assert np.max(np.abs(jacobian.T @ residual)) < 1e-12
+    np.testing.assert_allclose(newton.theta, gauss.theta, atol=1e-6)
+    assert newton.residual_max > 0.2
+
+
+def test_newton_least_squares_indefinite_fallback():
+    # R(theta) = theta^2 - 1 with one residual: L = R^2 / 2 has Hessian 6 theta^2 - 2, which
+    # is negative at theta = 0.3, where Newton's step would head for the maximum at 0.
+    def square(theta, with_jacobian):
+        return theta ** 2 - 1, (np.array([[2 * theta[0]]]) if with_jacobian else None)
+
+    def hessian(theta):
+        return np.array([[6 * theta[0] ** 2 - 2]])
+
+    result = algorithms.newton_least_squares(square, hessian, np.array([0.3]), 1e-13, 50, SolveControl())
+
+    assert result.converged
+    assert result.fallback_steps >= 1
+    np.testing.assert_allclose(result.theta, [1.0], rtol=1e-12)
