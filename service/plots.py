@@ -38,8 +38,8 @@ FIGURE_SIZE_IN = (8.0, 5.0)
 DPI = 100
 # Up to this many distinct x values each get a tick of their own.
 MAX_LABELLED_X = 12
-# Up to this many series share the axes with their legend.
-MAX_INSIDE_LEGEND = 6
+# Up to this many series share the axes with their legend; more get it below the axes.
+MAX_INSIDE_LEGEND = 4
 
 METRIC_LABELS = {
     "box_max_log10": "max log10 Euler error (box)",
@@ -325,13 +325,21 @@ def _draw_numeric(axes, series: dict[str, dict[Any, list[float]]], x_scale: str,
     axes.set_xscale(x_scale)
     axes.set_yscale(y_scale)
     distinct_x = sorted({float(value) for by_x in series.values() for value in by_x})
-    if len(distinct_x) <= MAX_LABELLED_X:
+    if len(distinct_x) <= MAX_LABELLED_X and _well_spaced(distinct_x, x_scale):
         # Tick at the swept values themselves, written plainly (8, not 8 x 10^0).
         axes.set_xticks(distinct_x, [f"{value:g}" for value in distinct_x])
         axes.xaxis.set_minor_locator(NullLocator())
     elif x_scale == "linear" and all(value.is_integer() for value in distinct_x):
         axes.xaxis.set_major_locator(MaxNLocator(integer=True))
     _legend(axes, series)
+
+
+def _well_spaced(values: list[float], x_scale: str) -> bool:
+    """Return True when sorted values lie far enough apart on the axis (a 25th of its span)
+    for a tick label at each of them not to overlap the next."""
+    positions = np.log10(values) if x_scale == "log" else np.asarray(values, dtype=float)
+    span = positions[-1] - positions[0]
+    return len(values) < 2 or span == 0 or bool(np.min(np.diff(positions)) >= span / 25)
 
 
 def _draw_categories(axes, series: dict[str, dict[Any, list[float]]], categories: list[str],
@@ -353,13 +361,14 @@ def _draw_categories(axes, series: dict[str, dict[Any, list[float]]], categories
 def _legend(axes, series: dict[str, Any], **options: Any) -> None:
     """Add a legend unless the only series has no name (x is the method itself).
 
-    More than MAX_INSIDE_LEGEND series get the legend to the right of the axes, where it
+    More than MAX_INSIDE_LEGEND series get the legend below the axes, in two columns, where it
     hides no line.
     """
     if not any(series):
         return
     if len(series) > MAX_INSIDE_LEGEND:
-        axes.legend(fontsize="x-small", loc="upper left", bbox_to_anchor=(1.01, 1.0), **options)
+        axes.legend(fontsize="x-small", loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2,
+                    **options)
     else:
         axes.legend(fontsize="small", loc="best", **options)
 
