@@ -18,6 +18,7 @@ from redis import RedisError
 
 from service import report_routes, sweep_routes
 from service.sweep_routes import MAX_OFFSET
+from service.sweeps import size_limit_problem
 from service.auth import Caller, check_owner, current_caller, install_auth
 from service.errors import describe_errors, summarize
 from service.idempotency import IdempotencyKey, IdempotencyStore, request_sha256
@@ -142,6 +143,10 @@ def _add_job_routes(app: FastAPI) -> None:
             raise HTTPException(409, "no worker is consuming the gpu queue, so this job would "
                                 "wait for ever; start one with `eulerbench worker --queues gpu` "
                                 "on a machine with a CUDA device, or use device 'cpu' or 'auto'")
+        problem = size_limit_problem(spec, app.state.settings)
+        if problem is not None:
+            raise HTTPException(422, [{"field": "method.basis", "loc": ["body", "method", "basis"],
+                                       "input": spec.method.basis.kind, "type": "limit", "msg": problem}])
         try:
             app.state.store.source_for(spec)
         except ValueError as exc:
@@ -165,8 +170,8 @@ def _add_job_routes(app: FastAPI) -> None:
         return _record_response(_get(app, job_id))
 
     @app.get("/v1/jobs", response_model=JobPage)
-    def list_jobs(model: Literal["growth", "savings"] | None = None,
-                  basis: Literal["monomial", "chebyshev", "spline", "nn"] | None = None,
+    def list_jobs(model: Literal["growth", "savings", "multi_country"] | None = None,
+                  basis: Literal["monomial", "chebyshev", "spline", "grid", "nn"] | None = None,
                   status: Literal[STATUSES] | None = None,  # type: ignore[valid-type]
                   limit: bounded(1, MAX_PAGE, integer=True, strict=False) = 50,
                   offset: bounded(0, MAX_OFFSET, integer=True, strict=False) = 0) -> Response:

@@ -6,7 +6,11 @@ label such as "chebyshev euler/collocation/newton". One column per varied dotted
 follows, with the value in the job's spec, defaults filled in. It is None where the field
 does not apply, such as `method.basis.degree` of a spline. Then come the metrics of
 `METRICS` and the extra figures of the error sets as `box_<name>` and `path_<name>` (the
-savings model's binding and infeasible points). Last come `converged`,
+savings model's binding and infeasible points, the multi_country model's Euler and
+resource maxima), `sphere_<radius>_max_log10` and `sphere_<radius>_mean_log10` (the
+multi_country model's spheres around the steady state) and `closed_form_path_max_rel`.
+`dimension`, the number of continuous states d of the job's model (2N for multi_country),
+follows the varied paths. Last come `converged`,
 `peak_memory_scope`, `peak_gpu_memory_mb`, `hardware` and `worker`. Metrics are None
 where a job has not produced them.
 """
@@ -30,9 +34,11 @@ METRICS = (
     "n_params", "n_conditions", "condition_number", "iterations", "peak_memory_mb",
 )
 HEAD_COLUMNS = ("index", "job_id", "repeat", "seed", "status", "method")
+# Prefixes of the error-set columns that are metrics beyond METRICS.
+SET_PREFIXES = ("box_", "path_", "sphere_")
 TAIL_COLUMNS = ("converged", "peak_memory_scope", "peak_gpu_memory_mb", "hardware", "worker")
 # Numeric columns aggregated over repeats besides METRICS and the error-set extras.
-EXTRA_METRICS = ("peak_gpu_memory_mb",)
+EXTRA_METRICS = ("peak_gpu_memory_mb", "closed_form_path_max_rel")
 TIMINGS = ("setup_s", "solve_s", "evaluate_s", "total_s", "solve_cpu_s")
 NON_FINITE = {math.inf: "Infinity", -math.inf: "-Infinity"}
 
@@ -47,8 +53,8 @@ def sweep_rows(store: JobStore, sweep: dict[str, Any]) -> list[dict[str, Any]]:
     rows = [_job_row(sweep, index, job_id, record, paths)
             for index, (job_id, record) in enumerate(zip(sweep["job_ids"], records))]
     extras = sorted({key for row in rows for key in row} - set(HEAD_COLUMNS) - set(paths)
-                    - set(METRICS) - set(TAIL_COLUMNS))
-    columns = [*HEAD_COLUMNS, *paths, *METRICS, *extras, *TAIL_COLUMNS]
+                    - set(METRICS) - set(TAIL_COLUMNS) - {"dimension"})
+    columns = [*HEAD_COLUMNS, *paths, "dimension", *METRICS, *extras, *TAIL_COLUMNS]
     return [{column: row.get(column) for column in columns} for row in rows]
 
 
@@ -63,6 +69,7 @@ def _job_row(sweep: dict[str, Any], index: int, job_id: str, record: JobRecord |
     spec = record.spec.model_dump(mode="json") if record else None
     for path in paths:
         row[path] = _spec_value(spec, path)
+    row["dimension"] = _dimension(spec)
     if record is not None:
         row.update(_figures(record))
     return row
@@ -83,6 +90,16 @@ def _spec_value(spec: dict[str, Any] | None, path: str) -> Any:
     return node
 
 
+def _dimension(spec: dict[str, Any] | None) -> int | None:
+    """Return the number of continuous states of the spec's model: 2N, 2 (growth) or 1 (savings)."""
+    if spec is None:
+        return None
+    model = spec.get("model") or {}
+    if model.get("name") == "multi_country":
+        return 2 * int(model["params"]["countries"])
+    return 1 if model.get("name") == "savings" else 2
+
+
 def _figures(record: JobRecord) -> dict[str, Any]:
     """Return the metrics and machine columns of a job record."""
     figures: dict[str, Any] = {}
@@ -93,8 +110,13 @@ def _figures(record: JobRecord) -> dict[str, Any]:
             figures[f"{name}_mean_log10"] = block.mean_log10
             for key, value in (block.model_extra or {}).items():
                 figures[f"{name}_{key}"] = value
+        for radius, block in (errors.spheres or {}).items():
+            figures[f"sphere_{radius}_max_log10"] = block.max_log10
+            figures[f"sphere_{radius}_mean_log10"] = block.mean_log10
         figures["path_share_outside"] = errors.path.share_outside_box
         figures["closed_form_max_rel"] = errors.closed_form.max_rel_distance if errors.closed_form else None
+        if errors.closed_form is not None and errors.closed_form.path_max_rel_distance is not None:
+            figures["closed_form_path_max_rel"] = errors.closed_form.path_max_rel_distance
     if record.timings is not None:
         figures.update(record.timings.model_dump())
     figures.update(n_params=record.n_params, n_conditions=record.n_conditions,
@@ -120,7 +142,7 @@ def metric_columns(rows: list[dict[str, Any]]) -> list[str]:
     if not rows:
         return []
     return [column for column in rows[0] if column in METRICS or column in EXTRA_METRICS
-            or (column.startswith(("box_", "path_")) and _numeric_column(rows, column))]
+            or (column.startswith(SET_PREFIXES) and _numeric_column(rows, column))]
 
 
 def group_columns(rows: list[dict[str, Any]]) -> list[str]:
@@ -129,7 +151,7 @@ def group_columns(rows: list[dict[str, Any]]) -> list[str]:
         return []
     skipped = set(HEAD_COLUMNS) - {"method"} | set(TAIL_COLUMNS) | set(metric_columns(rows))
     return [column for column in rows[0] if column not in skipped
-            and not column.startswith(("box_", "path_"))]
+            and not column.startswith(SET_PREFIXES)]
 
 
 def aggregate_rows(rows: list[dict[str, Any]], group_by: list[str] | None = None) -> list[dict[str, Any]]:
@@ -292,6 +314,9 @@ TABLE_METRICS = [("K", "n_params", "d"), ("iter", "iterations", "d"), ("solve s"
                  ("peak MiB", "peak_memory_mb", ".0f")]
 
 
+SPHERE_TABLE_METRICS = [("sph 0.1", "sphere_0.1_max_log10", ".2f")]
+
+
 def format_rows(rows: list[dict[str, Any]], varied: list[str], aggregated: bool = False) -> str:
     """Return a plain-text table of result rows (or aggregated rows): method, the varied
     fields, status, and the key metrics (medians when aggregated)."""
@@ -299,19 +324,24 @@ def format_rows(rows: list[dict[str, Any]], varied: list[str], aggregated: bool 
     names = [_short_name(path, paths) for path in paths]
     middle = [("ok", lambda row: f"{row['n_succeeded']}/{row['n']}")] if aggregated \
         else [("status", lambda row: str(row["status"]))]
+    metrics = TABLE_METRICS + [metric for metric in SPHERE_TABLE_METRICS
+                               if any(row.get(metric[1]) is not None for row in rows)]
     cells = []
     for row in rows:
         line = [str(row.get("method"))] + [_value_text(row.get(path)) for path in paths]
         line += [cell(row) for _, cell in middle]
-        line += [_metric_text(row.get(column), fmt) for _, column, fmt in TABLE_METRICS]
+        line += [_metric_text(row.get(column), fmt) for _, column, fmt in metrics]
         cells.append(line)
-    headers = ["method", *names, *(name for name, _ in middle), *(name for name, _, _ in TABLE_METRICS)]
+    headers = ["method", *names, *(name for name, _ in middle), *(name for name, _, _ in metrics)]
     widths = [max([len(header)] + [len(line[i]) for line in cells]) for i, header in enumerate(headers)]
     widths[0] = min(widths[0], 48)
     lines = render_table(list(zip(headers, widths)), cells)
     lines.append("")
-    lines.append("Errors are log10 of the unit-free Euler error on 10,000 box points and a "
-                 "10,000-period path; 'peak MiB' is the worker's peak resident memory during the job"
+    sets = ("10,000 box points and a 10,000-period path" if len(metrics) == len(TABLE_METRICS) else
+            "the box points and the simulated path (fewer points for multi_country at large N, "
+            "see its diagnostics) and, under 'sph 0.1', on a sphere of radius 0.1 around the steady state")
+    lines.append(f"Errors are log10 of the unit-free Euler error on {sets}; 'peak MiB' is the "
+                 "worker's peak resident memory during the job"
                  + ("; figures are medians over the succeeded repeats." if aggregated else "."))
     return "\n".join(lines)
 

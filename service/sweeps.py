@@ -377,12 +377,29 @@ def sweep_record(sweep: SweepSpec, expansion: Expansion, submitter: str | None =
     }
 
 
+def size_limit_problem(spec: JobSpec, settings) -> str | None:
+    """Return why a spec exceeds the service's parameter or memory limit, or None when it fits."""
+    if spec.model.name != "multi_country":
+        return None
+    from solvers.multicountry_jobs import build_model, size_problem
+
+    return size_problem(build_model(spec.model.params), spec.method, settings.max_params,
+                        settings.max_memory_mb)
+
+
 def service_problems(store: JobStore, specs: list[JobSpec], overrides: list[dict[str, Any]],
                      max_time_limit_s: float) -> list[dict[str, Any]]:
-    """Return the expanded specs this service rejects: a time limit above its maximum, or a
-    policy to evaluate that cannot be read."""
+    """Return the expanded specs this service rejects: a time limit above its maximum, a
+    multi_country job above the parameter or memory limit, or a policy to evaluate that
+    cannot be read."""
+    from worker.settings import get_settings
+
+    settings = get_settings()
     problems = []
     for index, (spec, point) in enumerate(zip(specs, overrides)):
+        size = size_limit_problem(spec, settings)
+        if size is not None:
+            problems.append(_problem(index, point, "method.basis", size))
         if spec.time_limit_s > max_time_limit_s:
             problems.append(_problem(index, point, "time_limit_s", f"{spec.time_limit_s:g} s exceeds "
                                      f"this service's limit of {max_time_limit_s:g} s"))

@@ -459,10 +459,16 @@ def total_degree_indices(n_states: int, degree: int) -> np.ndarray:
 
     K = C(d + degree, d). Rows keep the `numpy.kron` order of the full (degree + 1)^d
     grid, last state fastest, so a complete matrix is a column subset of the tensor one.
+    The rows are built by recursion over the states, so the (degree + 1)^d grid is never
+    formed (3^20 rows at d = 20, degree 2).
     """
-    grids = np.meshgrid(*[np.arange(degree + 1)] * n_states, indexing="ij")
-    indices = np.stack([g.ravel() for g in grids], axis=1)
-    return indices[indices.sum(axis=1) <= degree]
+    if n_states == 1:
+        return np.arange(degree + 1)[:, None]
+    blocks = []
+    for first in range(degree + 1):
+        rest = total_degree_indices(n_states - 1, degree - first)
+        blocks.append(np.column_stack([np.full(rest.shape[0], first), rest]))
+    return np.vstack(blocks)
 
 
 def family_nodes(family: str, count: int, a: float, b: float,

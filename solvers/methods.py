@@ -17,6 +17,10 @@ from pydantic import Field, model_validator
 from solvers.schema import StrictModel, bounded
 
 NODE_FAMILIES = ("chebyshev_zeros", "chebyshev_extrema", "equispaced", "random")
+# Largest K for a Jacobian or Hessian by automatic differentiation. Both push K tangent
+# vectors through the residual, so their cost grows like K^2 M: one Hessian at K = 441 and
+# M = 900 took 13 s of CPU time on one thread of a loaded 2-core VM.
+AUTODIFF_MAX_PARAMS = 500
 
 
 class BasisSettings(StrictModel):
@@ -33,14 +37,33 @@ class PolynomialSettings(BasisSettings):
 
     degree: bounded(1, 40, integer=True) = Field(
         10, description="Polynomial degree in each state (tensor product) or in total (complete).")
-    product: Literal["tensor", "complete"] = Field(
+    product: Literal["tensor", "complete", "smolyak"] = Field(
         "tensor", description="'tensor': all products of the one-state polynomials, "
         "K = (degree + 1)^d. 'complete': only products of total degree <= degree, "
         "K = C(d + degree, d); it has no square grid of nodes, so it takes least_squares "
-        "or galerkin.")
+        "or galerkin. 'smolyak' (chebyshev, multi_country model only): the Smolyak sparse "
+        "grid of Chebyshev extrema of `level`, interpolated at its K nodes (collocation).")
+    level: bounded(1, 3, integer=True) | list[bounded(1, 3, integer=True)] = Field(
+        2, description="product 'smolyak' only: the isotropic Smolyak level mu (K = 2d^2 + "
+        "2d + 1 at mu = 2), or one level per state (anisotropic grid).")
     nodes: Literal[NODE_FAMILIES] = Field(  # type: ignore[valid-type]
         "chebyshev_zeros", description="Family of the collocation and least-squares points "
         "in each state; 'random' draws are seeded by the job's seed.")
+
+
+    @model_validator(mode="after")
+    def check_smolyak(self) -> "PolynomialSettings":
+        """Reject Smolyak settings on a basis that does not use them."""
+        if self.product == "smolyak" and getattr(self, "kind", None) != "chebyshev":
+            raise ValueError(f"product 'smolyak' takes basis 'chebyshev' only; got basis "
+                             f"{getattr(self, 'kind', None)!r}; valid products here: tensor, complete")
+        # Compared with the defaults, not with the fields set, so that a dumped spec reloads.
+        if self.level != type(self).model_fields["level"].default and self.product != "smolyak":
+            raise ValueError(f"level applies to product 'smolyak' only; got product {self.product!r}")
+        if self.degree != type(self).model_fields["degree"].default and self.product == "smolyak":
+            raise ValueError("degree does not apply to product 'smolyak', whose level sets the "
+                             "polynomials; remove degree or use product 'tensor' or 'complete'")
+        return self
 
 
 class MonomialBasis(PolynomialSettings):
@@ -61,9 +84,10 @@ class SplineBasis(BasisSettings):
     kind: Literal["spline"]
     order: Literal[1, 2, 3] = Field(
         3, description="Polynomial degree of each piece: 1 linear, 2 quadratic, 3 cubic.")
-    # NOTE: the cap keeps the sparse Newton solve within minutes and about 1 GB: n_basis
-    # 160 took 58 s and 0.7 GB on a 2-core VM, and 400 grew past 4.8 GB before its first step.
-    n_basis: bounded(4, 150, integer=True) = Field(
+    # The savings model's bases are 1-D, so 600 per state is cheap there; a growth-model
+    # spec has its own lower cap (solvers.spec.GROWTH_SPLINE_N_BASIS_MAX), since its tensor
+    # basis has n_basis^2 functions.
+    n_basis: bounded(4, 600, integer=True) = Field(
         30, description="Basis functions per state with uniform knots; K = n_basis^d.")
     knots: list[list[float] | None] | Literal["kink"] | None = Field(
         None, description="Interior knots per state, in the state's units, sorted, strictly "
@@ -177,7 +201,8 @@ class GalerkinObjective(StrictModel):
 
 
 class SampledMSEObjective(StrictModel):
-    """Mean squared residual over mini-batches of sampled states."""
+    """Mean squared residual over mini-batches of sampled states, minimised by Adam or SGD:
+    the network's weights, or a linear basis's coefficients."""
 
     kind: Literal["sampled_mse"]
     batch_size: bounded(8, 1_000_000, integer=True) = Field(256, description="States per mini-batch.")
@@ -199,20 +224,35 @@ class IterativeSettings(StrictModel):
     max_iterations: bounded(1, 1_000_000, integer=True) = 100
 
 
-class NewtonAlgorithm(IterativeSettings):
-    """Newton's method on a square system, with a backtracking line search on ||R||_2."""
+class JacobianSettings(IterativeSettings):
+    """Source of the Jacobian for the algorithms that solve with it."""
+
+    # NOTE: the savings model's solver always uses its analytic Jacobian, and JobSpec does
+    # not yet reject jacobian 'autodiff' there, so that setting is ignored for savings jobs.
+    jacobian: Literal["analytic", "autodiff"] = Field(
+        "analytic", description="'analytic': the Jacobian from the formula of the Euler "
+        "residual's derivative, dense or sparse like the basis. 'autodiff': the same "
+        "Jacobian, dense, by torch forward-mode automatic differentiation in float64; "
+        f"Euler residual only, and at most K = {AUTODIFF_MAX_PARAMS} coefficients.")
+
+
+class NewtonAlgorithm(JacobianSettings):
+    """Newton's method on a square system, with a backtracking line search on ||R||_2. On
+    a least_squares objective, Newton steps on the loss L = ||R||^2 / (2M) with its full
+    Hessian, second derivatives by torch automatic differentiation, taking the
+    Gauss-Newton direction where that Hessian is not positive definite."""
 
     kind: Literal["newton"]
     max_iterations: bounded(1, 1_000_000, integer=True) = 50
 
 
-class GaussNewtonAlgorithm(IterativeSettings):
+class GaussNewtonAlgorithm(JacobianSettings):
     """Gauss-Newton: each step solves the linearised least-squares problem."""
 
     kind: Literal["gauss_newton"]
 
 
-class LevenbergMarquardtAlgorithm(IterativeSettings):
+class LevenbergMarquardtAlgorithm(JacobianSettings):
     """Levenberg-Marquardt: Gauss-Newton steps damped by mu diag(J'J), mu adapted per step."""
 
     kind: Literal["levenberg_marquardt"]
@@ -255,6 +295,28 @@ class VFIAlgorithm(IterativeSettings):
         20, description="Policy-evaluation steps after each maximisation (0 is plain VFI).")
 
 
+class GSSAAlgorithm(StrictModel):
+    """Generalized stochastic simulation algorithm (multi_country model only): simulate
+    paths under the current policy, compute Euler targets for k' there, refit them by
+    regularised least squares on normalised regressors, and repeat with damping."""
+
+    kind: Literal["gssa"]
+    periods: bounded(2, 1_000_000, integer=True) = Field(
+        150, description="Simulated periods per path kept as fit points, after burn_in.")
+    paths: bounded(1, 10_000, integer=True) = Field(20, description="Paths simulated side by side.")
+    burn_in: bounded(0, 1_000_000, integer=True) = Field(200, description="Periods dropped at the start of each path.")
+    regularisation: Literal["svd", "ridge"] = Field(
+        "svd", description="'svd': truncated SVD; 'ridge': Tikhonov penalty.")
+    penalty: bounded(0, 1) = Field(
+        1e-8, description="Relative singular-value cut-off ('svd') or ridge parameter per observation.")
+    damping: bounded(0, 1, lower_open=True) = Field(
+        1.0, description="Share of the way the coefficients move to the refitted ones.")
+    tol: bounded(0, 1e-2, lower_open=True) = Field(
+        1e-9, description="Stop when the mean relative change of simulated capital, divided "
+        "by damping, is below this.")
+    max_iterations: bounded(1, 1_000_000, integer=True) = 5_000
+
+
 class AdamAlgorithm(StrictModel):
     """Adam on mini-batches, with automatic differentiation."""
 
@@ -276,25 +338,39 @@ class SGDAlgorithm(StrictModel):
 
 Algorithm = Annotated[Union[NewtonAlgorithm, GaussNewtonAlgorithm, LevenbergMarquardtAlgorithm,
                             GradientDescentAlgorithm, TimeIterationAlgorithm, VFIAlgorithm,
-                            AdamAlgorithm, SGDAlgorithm], Field(discriminator="kind")]
+                            AdamAlgorithm, SGDAlgorithm, GSSAAlgorithm], Field(discriminator="kind")]
+
+class IntegrationRule(StrictModel):
+    """Rule for the solver's expectation over the shocks (multi_country model only)."""
+
+    kind: Literal["default", "gauss_hermite", "m1", "m2", "monte_carlo", "all_in_one"] = Field(
+        "default", description="'default': a Gauss-Hermite product for N <= 2 and M1 above "
+        "(M1 for nn). 'gauss_hermite': a product of quadrature_nodes nodes per shock. 'm1' "
+        "(2N nodes, degree 3), 'm2' (2N^2 + 1 nodes, degree 5): monomial rules. "
+        "'monte_carlo': `draws` draws (fresh per step for nn). 'all_in_one' (nn only): two "
+        "independent draws per state whose product of errors estimates the squared error.")
+    draws: bounded(1, 100_000, integer=True) = Field(200, description="Draws of 'monte_carlo'.")
+
 
 # Valid combinations, the first of each tuple being the default.
 LINEAR_BASES = ("monomial", "chebyshev", "spline", "grid")
 RESIDUALS_FOR_BASIS = {**{kind: ("euler", "bellman", "policy_evaluation") for kind in LINEAR_BASES},
                        "nn": ("euler",)}
-OBJECTIVES_FOR_BASIS = {**{kind: ("collocation", "least_squares", "galerkin") for kind in LINEAR_BASES},
+OBJECTIVES_FOR_BASIS = {**{kind: ("collocation", "least_squares", "galerkin", "sampled_mse")
+                           for kind in LINEAR_BASES},
                         "nn": ("sampled_mse",)}
 OBJECTIVES_FOR_RESIDUAL = {
     "euler": ("collocation", "least_squares", "galerkin", "sampled_mse"),
     "bellman": ("collocation", "least_squares", "galerkin"),
     "policy_evaluation": ("collocation", "least_squares", "galerkin"),
 }
-# NOTE: Newton on a least-squares objective needs the Hessian of the loss, with second
-# derivatives of the residual; until that exists, least_squares takes the others.
 ALGORITHMS = {
     ("euler", "collocation"): ("newton", "gauss_newton", "levenberg_marquardt", "gradient_descent",
                                "time_iteration"),
-    ("euler", "least_squares"): ("gauss_newton", "levenberg_marquardt", "gradient_descent"),
+    # Newton on least squares needs the Hessian of the loss by automatic differentiation,
+    # which costs about K times a residual evaluation, so Gauss-Newton stays the default.
+    ("euler", "least_squares"): ("gauss_newton", "levenberg_marquardt", "gradient_descent", "newton",
+                                 "time_iteration", "gssa"),
     ("euler", "galerkin"): ("newton", "gauss_newton", "levenberg_marquardt", "gradient_descent"),
     ("euler", "sampled_mse"): ("adam", "sgd"),
     # Newton on the Bellman residual, whose Jacobian follows from the envelope theorem,
@@ -315,10 +391,17 @@ JACOBIAN_ALGORITHMS = ("newton", "gauss_newton", "levenberg_marquardt")
 
 def valid_objectives(basis_kind: str, residual: str, product: str = "tensor") -> tuple[str, ...]:
     """Return the objectives that fit a basis and a residual; a complete polynomial has no
-    square grid of nodes, so it takes no collocation."""
+    square grid of nodes, so it takes no collocation, and a Smolyak grid takes collocation only."""
     return tuple(o for o in OBJECTIVES_FOR_BASIS[basis_kind]
                  if o in OBJECTIVES_FOR_RESIDUAL[residual]
-                 and not (product == "complete" and o == "collocation"))
+                 and not (product == "complete" and o == "collocation")
+                 and not (product == "smolyak" and o != "collocation"))
+
+
+def _kind_of(part: Any) -> str | None:
+    """Return the `kind` of a method part given as a dict, or None when it names no string kind."""
+    kind = part.get("kind") if isinstance(part, dict) else None
+    return kind if isinstance(kind, str) else None
 
 
 class MethodSpec(StrictModel):
@@ -333,6 +416,9 @@ class MethodSpec(StrictModel):
     quadrature_nodes: bounded(2, 15, integer=True) = Field(
         10, description="Gauss-Hermite nodes for the expectation over eps used by the "
         "solver (the accuracy evaluator always uses more).")
+    integration: IntegrationRule | None = Field(
+        None, description="multi_country model only: the solver's integration rule; "
+        "null takes its 'default'.")
 
     @model_validator(mode="before")
     @classmethod
@@ -342,17 +428,17 @@ class MethodSpec(StrictModel):
             return data
         basis = data["basis"]
         kind = basis.get("kind")
-        if kind not in OBJECTIVES_FOR_BASIS:
+        if not isinstance(kind, str) or kind not in OBJECTIVES_FOR_BASIS:
             return data
         data = dict(data)
         if data.get("residual") is None:
             data["residual"] = {"kind": RESIDUALS_FOR_BASIS[kind][0]}
-        residual = data["residual"].get("kind") if isinstance(data["residual"], dict) else None
+        residual = _kind_of(data["residual"])
         if data.get("objective") is None and residual in OBJECTIVES_FOR_RESIDUAL:
             objectives = valid_objectives(kind, residual, basis.get("product", "tensor"))
             if objectives:
                 data["objective"] = {"kind": objectives[0]}
-        objective = data["objective"].get("kind") if isinstance(data.get("objective"), dict) else None
+        objective = _kind_of(data.get("objective"))
         if data.get("algorithm") is None and (residual, objective) in ALGORITHMS:
             data["algorithm"] = {"kind": ALGORITHMS[(residual, objective)][0]}
         return data
@@ -378,6 +464,9 @@ class MethodSpec(StrictModel):
             raise ValueError(f"algorithm.kind {named!r} does not apply to residual "
                              f"{self.residual.kind!r} with objective {self.objective.kind!r}; "
                              f"valid choices: {', '.join(algorithms)}")
+        if getattr(self.algorithm, "jacobian", "analytic") != "analytic" and self.residual.kind != "euler":
+            raise ValueError(f"algorithm.jacobian {self.algorithm.jacobian!r} applies to the 'euler' "
+                             f"residual only; residual {self.residual.kind!r} takes: analytic")
         return self
 
 
@@ -387,7 +476,7 @@ PARTS = {
     "objectives": (CollocationObjective, LeastSquaresObjective, GalerkinObjective, SampledMSEObjective),
     "algorithms": (NewtonAlgorithm, GaussNewtonAlgorithm, LevenbergMarquardtAlgorithm,
                    GradientDescentAlgorithm, TimeIterationAlgorithm, VFIAlgorithm, AdamAlgorithm,
-                   SGDAlgorithm),
+                   SGDAlgorithm, GSSAAlgorithm),
 }
 
 
@@ -405,17 +494,25 @@ def describe_part(cls: type[StrictModel]) -> dict[str, Any]:
     return {"description": " ".join((cls.__doc__ or "").split()), "settings": settings}
 
 
+# (objective, algorithm) pairs that only the multi_country model's solvers have; its own
+# catalogue entry lists them, so the combinations of the other models leave them out.
+MULTI_COUNTRY_ONLY = (("least_squares", "time_iteration"), ("least_squares", "gssa"))
+
+
 def combinations() -> list[dict[str, str]]:
-    """Return every valid (basis, residual, objective, algorithm) combination."""
+    """Return every valid (basis, residual, objective, algorithm) combination of the growth
+    model; the multi_country model's combinations are in its catalogue entry."""
     rows = []
     for basis in OBJECTIVES_FOR_BASIS:
         for residual in RESIDUALS_FOR_BASIS[basis]:
             for objective in valid_objectives(basis, residual):
                 for algorithm in ALGORITHMS[(residual, objective)]:
+                    if (objective, algorithm) in MULTI_COUNTRY_ONLY:
+                        continue
                     row = {"basis": basis, "residual": residual, "objective": objective,
                            "algorithm": algorithm}
                     if objective == "collocation" and basis in ("monomial", "chebyshev"):
-                        row["note"] = "product 'tensor' only"
+                        row["note"] = "product 'tensor' only (or 'smolyak' for multi_country)"
                     rows.append(row)
     return rows
 

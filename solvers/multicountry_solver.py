@@ -13,7 +13,8 @@ The fixed point has e = 0 wherever the basis can represent the policy.
 
 - `fixed_grid`: x is a grid fixed in advance in the state box. A complete polynomial
   uses scrambled Sobol points (oversampling times K of them). A tensor polynomial uses
-  the tensor grid of Chebyshev zeros, and a tensor spline the Greville abscissae.
+  the tensor grid of Chebyshev zeros, and a tensor spline the Greville abscissae. A
+  Smolyak basis uses its sparse grid and interpolates with `SmolyakBasis.fit`.
   Convergence: the largest change of k' on the grid, relative to k' and divided by
   `damping`, falls below `tol`.
 - `gssa` (generalized stochastic simulation algorithm): x is a path of `periods` states
@@ -51,29 +52,33 @@ from solvers.bases import ChebyshevBasis, MonomialBasis, PolynomialBasis, Spline
 from solvers.control import SolveControl, SolveDiverged
 from solvers.integration import RULES, make_rule
 from solvers.multicountry import MultiCountryModel
+from solvers.smolyak import SmolyakBasis, check_levels, smolyak_size
 from solvers.solution import Solution
 
 logger = logging.getLogger(__name__)
 
 ALGORITHMS = ("fixed_grid", "gssa")
 BASES = ("chebyshev", "monomial", "spline")
-PRODUCTS = ("complete", "tensor")
+PRODUCTS = ("complete", "tensor", "smolyak")
 REGULARISATIONS = ("svd", "ridge")
 UPDATES = ("newton", "ratio")
 MAX_COMPLETE_DEGREE = 5
 MAX_TENSOR_DEGREE = 10
+MAX_SMOLYAK_LEVEL = 3
 
 # Size limits that `check_size` enforces before any array is allocated.
 MAX_PARAMS = 200_000  # K N coefficients
 MAX_BYTES = 2 * 1024 ** 3  # estimated peak bytes of the largest arrays of a solve
 
 ROWS_PER_BATCH = 100_000  # rows of a basis matrix formed at once when evaluating a policy
+MATRIX_ENTRIES = 4_000_000  # values of a dense basis matrix formed at once (32 MB)
 
 DEFAULTS: dict[str, Any] = {
     "algorithm": "gssa",
     "basis": "chebyshev",
     "product": "complete",
     "degree": 2,
+    "level": 2,
     "n_basis": 5,
     "order": 3,
     "update": "newton",
@@ -97,7 +102,7 @@ class LinearPolicy:
     """The policy `k'(x) = Phi(x) theta`: a basis with K functions on 2N states and theta (K, N).
 
     Calling it on states (n, 2N) returns k' (n, N), forming the basis matrix in batches of
-    ROWS_PER_BATCH rows so that memory stays bounded.
+    at most ROWS_PER_BATCH rows and about MATRIX_ENTRIES values, so that memory stays bounded.
     """
 
     def __init__(self, basis: TensorBasis, theta: np.ndarray):
@@ -118,10 +123,13 @@ class LinearPolicy:
 
     def __call__(self, states: np.ndarray) -> np.ndarray:
         states = np.asarray(states, dtype=float)
-        if states.shape[0] <= ROWS_PER_BATCH:
+        # Blocks of about MATRIX_ENTRIES values: a fresh 1 GB matrix per call (200,000
+        # rows at K = 841) cost seconds in page faults alone.
+        rows = max(1, min(ROWS_PER_BATCH, MATRIX_ENTRIES // max(1, self.basis.n_params)))
+        if states.shape[0] <= rows:
             return np.asarray(self.matrix(states) @ self.theta)
-        return np.vstack([np.asarray(self.matrix(states[start:start + ROWS_PER_BATCH]) @ self.theta)
-                          for start in range(0, states.shape[0], ROWS_PER_BATCH)])
+        return np.vstack([np.asarray(self.matrix(states[start:start + rows]) @ self.theta)
+                          for start in range(0, states.shape[0], rows)])
 
     def to_parameters(self) -> dict[str, Any]:
         """Return JSON-ready data that `build_policy` turns back into this policy."""
@@ -199,6 +207,8 @@ def make_basis(model: MultiCountryModel, settings: dict[str, Any]) -> TensorBasi
     if kind == "spline":
         return SplineBasis(bounds, [settings["n_basis"]] * d, order=settings["order"])
 
+    if product == "smolyak":
+        return SmolyakBasis(bounds, settings["level"])
     cls = ChebyshevBasis if kind == "chebyshev" else MonomialBasis
     degree = int(settings["degree"])
     if product == "tensor":
@@ -239,6 +249,8 @@ def _basis_record(basis: TensorBasis) -> dict[str, Any]:
     record: dict[str, Any] = {"bounds": basis.bounds.tolist()}
     if isinstance(basis, SplineBasis):
         record.update(basis="spline", product="tensor", n_basis=basis.sizes[0], order=basis.order)
+    elif isinstance(basis, SmolyakBasis):
+        record.update(basis="chebyshev", product="smolyak", level=basis.level)
     else:
         record.update(basis=basis.kind, product=basis.product,
                       degree=basis.total_degree if basis.product == "complete" else basis.degrees[0])
@@ -276,7 +288,13 @@ def resolve_settings(model: MultiCountryModel, settings: dict[str, Any] | None) 
                              "regression on a simulated path leaves knot intervals without points; "
                              f"got algorithm {resolved['algorithm']!r}")
 
-    _check_degree(resolved)
+    if resolved["product"] == "smolyak":
+        if resolved["basis"] != "chebyshev" or resolved["algorithm"] != "fixed_grid":
+            raise ValueError("product 'smolyak' takes basis 'chebyshev' with algorithm 'fixed_grid' "
+                             f"only; got basis {resolved['basis']!r}, algorithm {resolved['algorithm']!r}")
+        _check_level(resolved["level"], model.n_states)
+    else:
+        _check_degree(resolved)
     _check_number("damping", resolved["damping"], 0 < resolved["damping"] <= 1, "0 < damping <= 1")
     _check_number("anderson", resolved["anderson"],
                   int(resolved["anderson"]) == resolved["anderson"] and 0 <= resolved["anderson"] <= 50,
@@ -313,30 +331,49 @@ def estimate_size(model: MultiCountryModel, settings: dict[str, Any] | None) -> 
         per_row = (resolved["order"] + 1) ** d
         n_bytes = 12 * per_row * (n_points + next_rows) + 8 * k * k
     else:
-        n_bytes = 8 * (2 * n_points * k + next_rows * k + next_rows * d * (resolved["degree"] + 1))
+        width = _one_dimensional_count(resolved)
+        n_bytes = 8 * (2 * n_points * k + next_rows * k + next_rows * d * width)
     n_bytes += 8 * n_points * n_nodes * (d + 3 * n_countries)
     return k * n_countries, int(n_bytes)
 
 
-def check_size(model: MultiCountryModel, settings: dict[str, Any]) -> None:
-    """Raise ValueError when a solve would exceed MAX_PARAMS or MAX_BYTES, naming both figures."""
+def check_size(model: MultiCountryModel, settings: dict[str, Any], max_params: int | None = None,
+               max_bytes: int | None = None) -> None:
+    """Raise ValueError when a solve would exceed the limits, naming the figures and the limits.
+
+    max_params and max_bytes default to the module's MAX_PARAMS and MAX_BYTES.
+    """
+    max_params = MAX_PARAMS if max_params is None else max_params
+    max_bytes = MAX_BYTES if max_bytes is None else max_bytes
     n_params, n_bytes = estimate_size(model, settings)
-    if n_params > MAX_PARAMS or n_bytes > MAX_BYTES:
+    if n_params > max_params or n_bytes > max_bytes:
         raise ValueError(
             f"{settings.get('basis', DEFAULTS['basis'])} basis with these settings has "
-            f"{n_params} parameters and needs about {n_bytes / 1024 ** 3:.2f} GiB at "
-            f"d = {model.n_states}; the limits are {MAX_PARAMS} parameters and "
-            f"{MAX_BYTES / 1024 ** 3:.0f} GiB. Use a complete polynomial or a lower degree")
+            f"{n_params} parameters and needs about {n_bytes / 1024 ** 2:.0f} MiB (an estimate) at "
+            f"d = {model.n_states}; the limits are {max_params} parameters and "
+            f"{max_bytes / 1024 ** 2:.0f} MiB. Use a complete polynomial, a Smolyak grid or a "
+            f"lower degree")
 
 
 def _basis_size(settings: dict[str, Any], d: int) -> int:
     """Return K, the number of basis functions, without building the basis."""
     if settings["basis"] == "spline":
         return int(settings["n_basis"]) ** d
+    if settings["product"] == "smolyak":
+        return smolyak_size(d, settings["level"])
     degree = int(settings["degree"])
     if settings["product"] == "tensor":
         return (degree + 1) ** d
     return math.comb(d + degree, degree)
+
+
+def _one_dimensional_count(settings: dict[str, Any]) -> int:
+    """Return the one-dimensional functions per state that a polynomial basis evaluates."""
+    if settings["product"] == "smolyak":
+        level = settings["level"]
+        top = max(level) if isinstance(level, (list, tuple)) else level
+        return 2 ** top + 1
+    return int(settings["degree"]) + 1
 
 
 def _fit_point_count(settings: dict[str, Any], k: int) -> int:
@@ -373,6 +410,14 @@ def _check_number(name: str, value, valid: bool, valid_range: str) -> None:
     """Raise ValueError unless value is a finite number and valid."""
     if not isinstance(value, (int, float)) or not math.isfinite(value) or not valid:
         raise ValueError(f"{name} must be {valid_range}; got {value!r}")
+
+
+def _check_level(level, d: int) -> None:
+    """Raise ValueError unless level is an isotropic level or d levels, each from 1 to MAX_SMOLYAK_LEVEL."""
+    levels = check_levels(d, level)
+    if not all(1 <= mu <= MAX_SMOLYAK_LEVEL for mu in levels):
+        raise ValueError(f"Smolyak level must be an integer from 1 to {MAX_SMOLYAK_LEVEL}, or a "
+                         f"list of d = {d} such integers (one per state); got {level}")
 
 
 def _check_degree(settings: dict[str, Any]) -> None:
@@ -455,6 +500,18 @@ class SparseSquareSolve:
     def fit(self, values: np.ndarray) -> np.ndarray:
         """Return theta (K, N) with matrix theta = values (K, N)."""
         return self.lu.solve(np.asarray(values, dtype=float))
+
+
+class SmolyakSolve:
+    """Interpolation on a Smolyak grid: theta from the values at its nodes, by `SmolyakBasis.fit`."""
+
+    def __init__(self, basis: SmolyakBasis):
+        self.basis = basis
+        self.condition_number = None
+
+    def fit(self, values: np.ndarray) -> np.ndarray:
+        """Return theta (K, N) that interpolates values (K, N) at the basis's nodes."""
+        return self.basis.fit(np.asarray(values, dtype=float))
 
 
 class Anderson:
@@ -568,8 +625,12 @@ def run_fixed_grid(model: MultiCountryModel, basis: TensorBasis, settings: dict[
     points = fixed_grid_points(model, basis, settings, seed)
     policy = LinearPolicy(basis, np.zeros((basis.n_params, model.countries)))
     matrix = policy.matrix(points)
-    solver = (SparseSquareSolve(matrix) if sp.issparse(matrix)
-              else Regression(matrix, settings["regularisation"], settings["penalty"]))
+    if isinstance(basis, SmolyakBasis):
+        solver = SmolyakSolve(basis)
+    elif sp.issparse(matrix):
+        solver = SparseSquareSolve(matrix)
+    else:
+        solver = Regression(matrix, settings["regularisation"], settings["penalty"])
     policy.theta = solver.fit(first_guess(model, points))
 
     damping, tol = settings["damping"], settings["tol"]
@@ -672,7 +733,9 @@ def solve_multicountry(model: MultiCountryModel, settings: dict[str, Any] | None
 
     - algorithm: "gssa" (simulated ergodic set, the default) or "fixed_grid".
     - basis: "chebyshev" (default), "monomial" or "spline"; product: "complete" (total
-      degree, the default) or "tensor"; splines are tensor products on fixed grids only.
+      degree, the default), "tensor" or "smolyak" (Chebyshev on fixed grids only); splines
+      are tensor products on fixed grids only.
+    - level: Smolyak level 1-3, or a list of 2N levels (anisotropic); default 2.
     - degree: total degree 1-5 (complete) or degree per state 1-10 (tensor); default 2.
     - n_basis, order: B-splines per state (default 5) and their degree (1-3, default 3).
     - update: "newton" (default) or "ratio", the target of each step (`euler_targets`).

@@ -51,6 +51,8 @@ class ClosedFormErrors(RecordPart):
     """Largest relative distance of next-period capital to the closed form, on the box set."""
 
     max_rel_distance: float
+    path_max_rel_distance: float | None = Field(
+        None, description="The same distance along the simulated path (multi_country model).")
 
 
 class Errors(RecordPart):
@@ -58,6 +60,9 @@ class Errors(RecordPart):
 
     box: SetErrors
     path: PathErrors
+    spheres: dict[str, SetErrors] | None = Field(
+        None, description="multi_country model: errors on points at these Euclidean distances "
+        "from the steady state in logs, keyed by the radius.")
     closed_form: ClosedFormErrors | None = None
 
 

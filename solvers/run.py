@@ -40,9 +40,12 @@ class Outcome:
 
 
 def build_model(spec: JobSpec):
-    """Return the model object a spec names: a GrowthModel or a SavingsModel."""
+    """Return the model object a spec names: a GrowthModel, a SavingsModel or a MultiCountryModel."""
     if spec.model.name == "savings":
         return build_savings_model(spec.model.params)
+    if spec.model.name == "multi_country":
+        from solvers.multicountry_jobs import build_model as build_multi_country_model
+        return build_multi_country_model(spec.model.params)
     return GrowthModel.from_params(spec.model.params)
 
 
@@ -50,12 +53,18 @@ def solve(model, spec: JobSpec, control: SolveControl, source: PolicySource | No
     """Dispatch to the solver of the spec's model, residual and basis kind; source is the
     finished job whose policy a policy_evaluation of kind 'job' evaluates."""
     kind = spec.method.basis.kind
+    if spec.model.name == "multi_country":
+        from solvers.multicountry_jobs import solve_job
+        return solve_job(model, spec, control)
     if spec.model.name == "savings":
         from solvers.savings_solver import solve_savings
         return solve_savings(model, spec.method, seed=spec.seed, control=control)
     if spec.method.residual.kind in ("bellman", "policy_evaluation"):
         from solvers.value import solve_value
         return solve_value(model, spec.method, control, seed=spec.seed, source=source)
+    if kind in ("monomial", "chebyshev", "spline", "grid") and spec.method.objective.kind == "sampled_mse":
+        from solvers.sampled import solve_sampled
+        return solve_sampled(model, spec.method, control, seed=spec.seed)
     if kind in ("monomial", "chebyshev", "spline", "grid"):
         return solve_collocation(model, spec.method, control, seed=spec.seed)
     if kind == "nn":
@@ -97,8 +106,7 @@ def run_spec(spec: JobSpec, control: SolveControl | None = None, job_id: str = "
 
     control.phase("evaluating accuracy on 10,000 box points and a 10,000-period path")
     evaluate_started = time.perf_counter()
-    accuracy = evaluate(model, solution.policy) if spec.model.name == "growth" \
-        else savings_errors(model, solution.policy)
+    accuracy = evaluate_solution(model, spec, solution)
     evaluate_s = time.perf_counter() - evaluate_started
 
     fields = {
@@ -112,7 +120,7 @@ def run_spec(spec: JobSpec, control: SolveControl | None = None, job_id: str = "
         "condition_number": solution.condition_number,
         "history": control.history,
         "warnings": _warnings(spec, solution),
-        "diagnostics": solution.extra,
+        "diagnostics": {**solution.extra, **getattr(accuracy, "diagnostics", {})},
         **machine_fields(load),
     }
     if not accuracy.finite:
@@ -120,6 +128,16 @@ def run_spec(spec: JobSpec, control: SolveControl | None = None, job_id: str = "
                            "simulated path (c <= 0 or k' <= 0)")
         return Outcome("diverged", fields, solution.parameters)
     return Outcome("succeeded", fields, solution.parameters)
+
+
+def evaluate_solution(model, spec: JobSpec, solution: Solution):
+    """Score a solution with the evaluator of the spec's model."""
+    if spec.model.name == "multi_country":
+        from solvers.multicountry_jobs import evaluate_job
+        return evaluate_job(model, solution.policy)
+    if spec.model.name == "growth":
+        return evaluate(model, solution.policy)
+    return savings_errors(model, solution.policy)
 
 
 class SavingsEvaluation:
@@ -160,9 +178,18 @@ def _warnings(spec: JobSpec, solution: Solution) -> list[str]:
     """Return caveats a reader of the result must see, such as a solve that did not converge."""
     if solution.converged:
         return []
+    if spec.model.name == "multi_country" and spec.method.basis.kind == "nn":
+        return ["after the last step, one more period took some training chains' capital out "
+                "of the widened box (or to a non-finite value); the errors describe the final network"]
     if spec.method.basis.kind == "nn":
         return ["the final stability check failed: simulated capital left the approximation "
                 "domain, so the returned network is the best earlier checkpoint"]
+    if spec.method.objective.kind == "sampled_mse":
+        from solvers.sampled import CONVERGED_MAX_RESIDUAL
+
+        return [f"{spec.method.algorithm.kind} ran all {solution.iterations} steps, but the largest "
+                f"Euler residual on the node set, {solution.extra['node_max_residual']:.2e}, is not "
+                f"below {CONVERGED_MAX_RESIDUAL:g}; the errors describe an unconverged policy"]
     return [f"{spec.method.algorithm.kind} did not meet its stopping rule (tol = "
             f"{spec.method.algorithm.tol:g}) in {solution.iterations} iterations; the errors "
             f"describe an unconverged policy"]

@@ -20,6 +20,11 @@ from solvers.schema import StrictModel, bounded, check_label  # noqa: F401
 
 SPEC_VERSION = 2
 
+# Max spline functions per state for the growth model. Its tensor basis has
+# K = n_basis^2 functions, and its sparse Newton solve took 58 s and 0.7 GB at n_basis
+# 160 on a 2-core VM. The schema allows more because the savings model's bases are 1-D.
+GROWTH_SPLINE_N_BASIS_MAX = 150
+
 
 class GrowthParams(StrictModel):
     """Calibration of the one-sector stochastic growth model.
@@ -162,7 +167,64 @@ class SavingsModelSpec(StrictModel):
     params: SavingsParams = Field(default_factory=SavingsParams)
 
 
-ModelSpec = Annotated[Union[GrowthModelSpec, SavingsModelSpec], Field(discriminator="name")]
+class MultiCountryParams(StrictModel):
+    """Calibration of the N-country real business cycle model (a planner pooling N countries).
+
+    Country j has capital k_j and productivity `log a_j' = rho log a_j + eps_j`, with
+    `eps ~ N(0, sigma^2 (I + 1 1'))`. Output is `A a_j k_j^alpha`, with A set so that
+    steady-state capital is 1. One world resource constraint includes the adjustment cost
+    `(phi / 2) k (k'/k - 1)^2`, and utility is CRRA with gamma per country and welfare weights.
+    The state has d = 2N entries. The defaults are those of `MultiCountryModel`.
+    """
+
+    countries: bounded(1, 100, integer=True) = Field(
+        2, description="Number of countries N; the state has d = 2N entries.")
+    alpha: bounded(0, 1, lower_open=True, upper_open=True) = Field(
+        0.36, description="Capital share in production, 0 < alpha < 1.")
+    beta: bounded(0, 1, lower_open=True, upper_open=True) = Field(
+        0.99, description="Discount factor, 0 < beta < 1.")
+    delta: bounded(0, 1, lower_open=True) = Field(
+        0.025, description="Depreciation rate, 0 < delta <= 1; delta = 1 with gamma = 1 and "
+        "phi = 0 has a closed form.")
+    rho: bounded(-1, 1, lower_open=True, upper_open=True) = Field(
+        0.95, description="Persistence of log productivity.")
+    sigma: bounded(0, 0.5, lower_open=True) = Field(
+        0.01, description="Standard deviation of each country's own innovation; the common "
+        "innovation has the same standard deviation.")
+    phi: bounded(0, 100) = Field(0.0, description="Capital adjustment cost parameter, phi >= 0.")
+    gamma: bounded(0, 20, lower_open=True) | list[bounded(0, 20, lower_open=True)] = Field(
+        1.0, description="Relative risk aversion: one value, or one per country (N values).")
+    weights: list[bounded(0, None, lower_open=True)] | None = Field(
+        None, description="Welfare weights, one per country; null gives every country the "
+        "same steady-state consumption.")
+    k_box: tuple[bounded(0, 1, lower_open=True, upper_open=True),
+                 bounded(1, 10, lower_open=True)] = Field(
+        (0.8, 1.2), description="Capital interval of the state box relative to steady-state capital.")
+    loga_box_sd: bounded(0, 10, lower_open=True) = Field(
+        3.0, description="Half-width of each log-productivity interval, in unconditional "
+        "standard deviations.")
+
+    @model_validator(mode="after")
+    def check_model(self) -> "MultiCountryParams":
+        """Build the model once, so that per-country lists of the wrong length are rejected."""
+        from solvers.multicountry_jobs import build_model
+
+        build_model(self)
+        return self
+
+
+class MultiCountryModelSpec(StrictModel):
+    """The N-country model and its calibration."""
+
+    name: Literal["multi_country"]
+    params: MultiCountryParams = Field(default_factory=MultiCountryParams)
+
+
+ModelSpec = Annotated[Union[GrowthModelSpec, SavingsModelSpec, MultiCountryModelSpec],
+                      Field(discriminator="name")]
+
+# Method parts that only the multi_country model's solvers have.
+MULTI_COUNTRY_ONLY = {"algorithm": ("gssa",), "product": ("smolyak",)}
 
 # What the savings model's solver supports.
 SAVINGS_METHODS = {"basis": ("spline", "chebyshev", "monomial"), "residual": ("euler",),
@@ -193,11 +255,17 @@ class JobSpec(StrictModel):
     @model_validator(mode="before")
     @classmethod
     def upgrade(cls, data: Any) -> Any:
-        """Name the growth model when a spec leaves the name out, and upgrade a version 1
+        """Name the growth model when a spec leaves the name out, fill the multi_country
+        model's own default objective and algorithm, and upgrade a version 1
         spec: its adam settings `batch_size` and `ergodic_share` belong to the
         `sampled_mse` objective since version 2."""
         if isinstance(data, dict) and isinstance(data.get("model"), dict) and "name" not in data["model"]:
             data = {**data, "model": {"name": "growth", **data["model"]}}
+        if isinstance(data, dict) and isinstance(data.get("model"), dict) \
+                and data["model"].get("name") == "multi_country" and isinstance(data.get("method"), dict):
+            from solvers.multicountry_jobs import default_parts
+
+            data = {**data, "method": default_parts(data["method"])}
         if not isinstance(data, dict) or data.get("schema_version") != 1:
             return data
         data = {**data, "schema_version": SPEC_VERSION}
@@ -225,9 +293,22 @@ class JobSpec(StrictModel):
             from solvers.savings_solver import validate_method
 
             validate_method(build_savings_model(self.model.params), self.method)
-        elif basis.kind == "spline" and basis.knots == "kink":
+        elif self.model.name == "multi_country":
+            from solvers.multicountry_jobs import build_model, validate_method
+
+            validate_method(build_model(self.model.params), self.method)
+            return self
+        if self.model.name != "multi_country":
+            self._reject_multi_country_parts()
+        if self.model.name != "growth":
+            return self
+        if basis.kind == "spline" and basis.knots == "kink":
             raise ValueError("knots 'kink' places knots at a borrowing-limit kink, which only the "
                              "savings model has; use uniform knots (null) or a list per state")
+        elif basis.kind == "spline" and basis.n_basis > GROWTH_SPLINE_N_BASIS_MAX:
+            raise ValueError(f"method.basis.n_basis = {basis.n_basis} is out of range for the "
+                             f"{self.model.name} model; valid range is 4 <= n_basis <= "
+                             f"{GROWTH_SPLINE_N_BASIS_MAX} (up to 600 for the savings model)")
         elif basis.kind == "spline" and basis.knots is not None:
             # The knots must fit the approximation domain, which the calibration sets.
             from solvers.collocation import build_basis
@@ -236,11 +317,29 @@ class JobSpec(StrictModel):
             build_basis(GrowthModel.from_params(self.model.params), basis)
         return self
 
+    def _reject_multi_country_parts(self) -> None:
+        """Raise ValueError for a method part that only the multi_country model's solvers have."""
+        method = self.method
+        if method.algorithm.kind in MULTI_COUNTRY_ONLY["algorithm"] or (
+                method.algorithm.kind == "time_iteration" and method.objective.kind == "least_squares"):
+            raise ValueError(f"algorithm {method.algorithm.kind!r} with objective "
+                             f"{method.objective.kind!r} is available for the multi_country model "
+                             f"only; the {self.model.name} model takes the other algorithms of "
+                             f"`eulerbench catalogue`")
+        if getattr(method.basis, "product", "tensor") in MULTI_COUNTRY_ONLY["product"]:
+            raise ValueError(f"product 'smolyak' is available for the multi_country model only; "
+                             f"valid choices for the {self.model.name} model: tensor, complete")
+        if method.integration is not None:
+            raise ValueError(f"method.integration applies to the multi_country model only; the "
+                             f"{self.model.name} model uses quadrature_nodes Gauss-Hermite nodes")
+
     @model_validator(mode="after")
     def check_fixed_policy(self) -> "JobSpec":
         """Reject evaluating the closed-form policy of a model that has none."""
         residual = self.method.residual
         params = self.model.params
+        if self.model.name != "growth":
+            return self
         if residual.kind == "policy_evaluation" and residual.policy.kind == "closed_form" \
                 and not (params.gamma == 1 and params.delta == 1):
             raise ValueError(f"method.residual.policy 'closed_form' needs gamma = 1 and delta = 1; "
@@ -260,7 +359,9 @@ class JobSpec(StrictModel):
     def summary(self) -> str:
         """Return a one-line name of the method, for tables and logs."""
         basis = self.method.basis
-        if basis.kind in ("chebyshev", "monomial"):
+        if basis.kind == "chebyshev" and basis.product == "smolyak":
+            name = f"smolyak level {basis.level}"
+        elif basis.kind in ("chebyshev", "monomial"):
             name = f"{basis.kind} deg {basis.degree}" + (" complete" if basis.product == "complete" else "")
         elif basis.kind == "spline":
             name = f"spline n {basis.n_basis}" + (f" order {basis.order}" if basis.order != 3 else "")
@@ -269,6 +370,10 @@ class JobSpec(StrictModel):
         else:
             name = f"nn {basis.depth}x{basis.width} {basis.activation}"
         defaults = MethodSpec.model_validate({"basis": {"kind": basis.kind}})
+        if self.model.name == "multi_country":
+            from solvers.multicountry_jobs import default_parts
+
+            defaults = MethodSpec.model_validate(default_parts({"basis": basis.model_dump(include={"kind", "product"})}))
         parts = [part.kind for part, default in ((self.method.residual, defaults.residual),
                                                   (self.method.objective, defaults.objective),
                                                   (self.method.algorithm, defaults.algorithm))
@@ -281,6 +386,16 @@ def describe_catalogue() -> dict[str, Any]:
     the defaults: what `GET /v1/catalogue` serves and `eulerbench catalogue` prints."""
     from solvers.methods import describe_methods, describe_part
 
+    from solvers.multicountry_jobs import ALGORITHMS as MC_ALGORITHMS, METHODS as MC_METHODS, OBJECTIVES
+
     savings = describe_part(SavingsParams)
     savings["methods"] = dict(SAVINGS_METHODS)
-    return {"models": {"growth": describe_part(GrowthParams), "savings": savings}, **describe_methods()}
+    multi_country = describe_part(MultiCountryParams)
+    multi_country["methods"] = {
+        **MC_METHODS,
+        "objective": {family: list(objectives) for family, objectives in OBJECTIVES.items()},
+        "algorithm": {objective: list(algorithms) for objective, algorithms in MC_ALGORITHMS.items()},
+        "integration": ["default", "gauss_hermite", "m1", "m2", "monte_carlo", "all_in_one (nn only)"],
+    }
+    return {"models": {"growth": describe_part(GrowthParams), "savings": savings,
+                       "multi_country": multi_country}, **describe_methods()}

@@ -47,6 +47,12 @@ class Settings(BaseSettings):
         "ones get HTTP 413.")
     idempotency_ttl_s: int = Field(
         86_400, ge=1, description="Seconds an Idempotency-Key of a submission is remembered.")
+    max_params: int = Field(
+        200_000, ge=1, description="Largest parameter count (coefficients or network weights) "
+        "of a multi_country job; larger specs get HTTP 422 before they are queued.")
+    max_memory_mb: float = Field(
+        2_048.0, gt=0, description="Largest estimated peak memory of a multi_country solve, in "
+        "MiB; larger specs get HTTP 422 before they are queued.")
     heartbeat_interval_s: float = Field(
         10.0, gt=0, description="Seconds between two heartbeats of a worker, which list its live "
         "pool processes in Redis. Each worker also runs the stale-job sweeper at this interval.")

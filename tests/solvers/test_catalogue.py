@@ -55,9 +55,13 @@ def test_every_combination_solves(row):
     assert solution.iterations >= 1
     if row["algorithm"] in ("newton", "gauss_newton", "levenberg_marquardt", "time_iteration"):
         assert solution.converged
-    if row["algorithm"] != "gradient_descent" and row["basis"] != "nn" and row["residual"] != "policy_evaluation":
+    if row["algorithm"] != "gradient_descent" and row["objective"] != "sampled_mse" \
+            and row["residual"] != "policy_evaluation":
         # The grid's linear interpolation is the coarse baseline: its errors are larger.
         assert np.max(errors) < (5e-2 if row["basis"] == "grid" else 1e-4)
+    if row["objective"] == "sampled_mse" and row["basis"] != "nn":
+        # 200 steps move the coefficients off the first guess, whose max |e| here is 1.7e-2.
+        assert np.max(errors) < 1.7e-2
 
 
 @pytest.mark.parametrize("basis", ["monomial", "chebyshev"])
@@ -100,8 +104,8 @@ INVALID = [
     ({"basis": {"kind": "nn"}, "objective": {"kind": "galerkin"}}, "valid choices: sampled_mse"),
     ({"basis": {"kind": "chebyshev", "product": "complete"}, "objective": {"kind": "collocation"}},
      "valid choices: least_squares, galerkin"),
-    ({"basis": {"kind": "spline"}, "objective": {"kind": "least_squares"}, "algorithm": {"kind": "newton"}},
-     "valid choices: gauss_newton, levenberg_marquardt, gradient_descent"),
+    ({"basis": {"kind": "spline"}, "objective": {"kind": "least_squares"}, "algorithm": {"kind": "vfi"}},
+     "valid choices: gauss_newton, levenberg_marquardt, gradient_descent, newton"),
     ({"basis": {"kind": "chebyshev"}, "residual": {"kind": "bellman"}, "objective": {"kind": "sampled_mse"}},
      "valid choices: collocation, least_squares, galerkin"),
     ({"basis": {"kind": "chebyshev"}, "residual": {"kind": "policy_evaluation"}, "algorithm": {"kind": "vfi"}},
@@ -111,8 +115,14 @@ INVALID = [
      "valid choices: vfi, newton"),
     ({"basis": {"kind": "monomial"}, "algorithm": {"kind": "adam"}},
      "valid choices: newton, gauss_newton, levenberg_marquardt, gradient_descent, time_iteration"),
-    ({"basis": {"kind": "spline"}, "objective": {"kind": "sampled_mse"}},
+    ({"basis": {"kind": "spline"}, "objective": {"kind": "sampled_mse"}, "algorithm": {"kind": "newton"}},
+     "valid choices: adam, sgd"),
+    ({"basis": {"kind": "grid"}, "residual": {"kind": "bellman"}, "objective": {"kind": "sampled_mse"}},
      "valid choices: collocation, least_squares, galerkin"),
+    ({"basis": {"kind": "chebyshev"}, "residual": {"kind": "bellman"},
+      "algorithm": {"kind": "newton", "jacobian": "autodiff"}}, "residual 'bellman' takes: analytic"),
+    ({"basis": {"kind": "chebyshev"}, "algorithm": {"kind": "newton", "jacobian": "numeric"}},
+     "'analytic' or 'autodiff'"),
 ]
 
 
@@ -131,8 +141,16 @@ def test_catalogue_lists_everything():
     degree = catalogue["bases"]["chebyshev"]["settings"]["degree"]
     assert degree["default"] == 10
     assert degree["maximum"] == 40
-    assert len(catalogue["combinations"]) == 82
+    assert len(catalogue["combinations"]) == 94
     assert {"basis": "grid", "residual": "bellman", "objective": "collocation", "algorithm": "vfi"} in catalogue["combinations"]
+    assert {"basis": "spline", "residual": "euler", "objective": "least_squares", "algorithm": "newton"} \
+        in catalogue["combinations"]
+    assert {"basis": "chebyshev", "residual": "euler", "objective": "sampled_mse", "algorithm": "sgd"} \
+        in catalogue["combinations"]
+    for kind in ("newton", "gauss_newton", "levenberg_marquardt"):
+        jacobian = catalogue["algorithms"][kind]["settings"]["jacobian"]
+        assert jacobian["default"] == "analytic"
+        assert jacobian["enum"] == ["analytic", "autodiff"]
 
 
 def test_catalogue_example_covers_every_combination():
