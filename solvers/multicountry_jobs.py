@@ -196,7 +196,7 @@ def size_problem(model: MultiCountryModel, method, max_params: int | None = None
     if n_params <= max_params and memory_mb <= max_memory_mb:
         return None
     return (f"basis {method.basis.kind!r} at d = {model.n_states} has {_count(n_params)} parameters and needs "
-            f"about {_count(memory_mb)} MiB (an estimate); the limits are {max_params} parameters "
+            f"about {_count(memory_mb)} MiB (an estimate); the limits are {max_params:,} parameters "
             f"(EULERBENCH_MAX_PARAMS) and {max_memory_mb:,.0f} MiB (EULERBENCH_MAX_MEMORY_MB). "
             f"Use a complete polynomial, a Smolyak grid, a lower degree or fewer countries")
 

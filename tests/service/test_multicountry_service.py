@@ -44,7 +44,7 @@ def test_oversize_multi_country_job_rejected(client):
                                           "method": {"basis": {"kind": "spline", "n_basis": 5}}})
     assert reply.status_code == 422
     message = reply.json()["message"]
-    assert "1562500 parameters" in message
+    assert "1,562,500 parameters" in message
     assert "EULERBENCH_MAX_PARAMS" in message
 
 
@@ -69,4 +69,4 @@ def test_oversize_sweep_rejected_whole(client):
                                                      "method": {"basis": {"kind": "spline", "n_basis": 5}}},
                                             "grid": {"model.params.countries": [1, 2, 4]}})
     assert reply.status_code == 422
-    assert "1562500 parameters" in reply.json()["message"]
+    assert "1,562,500 parameters" in reply.json()["message"]

@@ -17,6 +17,9 @@ from tests.service.api_server import api_server
 
 MAX_TIME_S = 40
 MAX_EXAMPLES = 25
+# A sweep of up to the service's job limit is validated in full before the reply, which
+# takes seconds on a loaded 2-core machine; a shorter timeout reports that as an error.
+REQUEST_TIMEOUT_S = 30
 
 
 def schemathesis_command() -> str:
@@ -35,11 +38,10 @@ def test_no_server_error_and_schema_conformance(tmp_path):
             [schemathesis_command(), "run", f"{url}/openapi.json",
              "--checks", "not_a_server_error,response_schema_conformance",
              "--max-examples", str(MAX_EXAMPLES), "--max-time", str(MAX_TIME_S), "--seed", "1",
-             "--workers", "2", "--request-timeout", "10", "--no-shrink",
+             "--workers", "2", "--request-timeout", str(REQUEST_TIMEOUT_S), "--no-shrink",
              "--suppress-health-check", "all", "--warnings", "off"],
             capture_output=True, text=True, timeout=MAX_TIME_S + 60)
     report = done.stdout + done.stderr
-    failures = [line for line in report.splitlines()
-                if re.match(r"^_+ [A-Z]+ /|^- ST\d+|^\[\d{3}\]", line)]
-    assert done.returncode == 0, "\n".join(failures) or report[-3000:]
+    problems = re.search(r"=+ (FAILURES|ERRORS) =+(.*?)=+ SUMMARY", report, re.S)
+    assert done.returncode == 0, problems.group(2)[:4000] if problems else report[-3000:]
     assert re.search(r"\d+ generated", report)

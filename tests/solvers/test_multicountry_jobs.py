@@ -105,22 +105,22 @@ def test_tensor_spline_above_limit_names_count():
     spec = job({"basis": {"kind": "spline", "n_basis": 5}}, countries=4)
     message = size_problem(build_model(spec.model.params), spec.method)
     assert message is not None
-    assert "has 1562500 parameters" in message
-    assert "the limits are 200000 parameters" in message
+    assert "has 1,562,500 parameters" in message
+    assert "the limits are 200,000 parameters" in message
     assert "MiB" in message
 
 
 def test_memory_limit_names_estimate():
     spec = job({"basis": {"kind": "spline", "n_basis": 5}}, countries=3)
     message = size_problem(build_model(spec.model.params), spec.method, max_memory_mb=100)
-    assert "has 46875 parameters" in message
+    assert "has 46,875 parameters" in message
     assert "and 100 MiB" in message
 
 
 def test_oversize_spec_fails_in_run_spec():
     outcome = run_spec(job({"basis": {"kind": "spline", "n_basis": 5}}, countries=4))
     assert outcome.status == "failed"
-    assert "1562500 parameters" in outcome.fields["error"]
+    assert "1,562,500 parameters" in outcome.fields["error"]
 
 
 def test_evaluation_counts_shrink_with_n():
