@@ -8,6 +8,7 @@ import pytest
 
 from solvers.record import JobRecord
 from solvers.spec import JobSpec
+from tests.service.polling import wait_status
 from worker.settings import get_settings
 from worker.store import JobStore
 
@@ -16,16 +17,6 @@ from worker.store import JobStore
 def client(stack):
     with httpx.Client(base_url=stack.api_url, timeout=30) as http:
         yield http
-
-
-def wait_status(client, job_id, statuses, timeout_s=120):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        record = client.get(f"/v1/jobs/{job_id}").json()
-        if record["status"] in statuses:
-            return record
-        time.sleep(0.2)
-    raise AssertionError(f"job {job_id} still {record['status']} after {timeout_s} s")
 
 
 def test_healthz(client):

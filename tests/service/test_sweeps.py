@@ -20,6 +20,7 @@ import redis
 from service.results import aggregate_rows, to_csv, to_json, to_parquet
 from service.sweeps import (SweepInvalid, SweepNotQueued, create_sweep, expand, expand_sweep,
                             get_sweep, parse_sweep)
+from tests.service.polling import wait_status
 from worker.settings import get_settings
 from worker.store import JobStore
 from worker.tasks import peak_memory_fields, reset_peak_memory
@@ -393,16 +394,6 @@ def test_report_fetches_again(cli_sweep, client, tmp_path):
                             cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "results.parquet").read_bytes() == (cli_sweep["out"] / "results.parquet").read_bytes()
-
-
-def wait_status(client, job_id, statuses, timeout_s=60):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        record = client.get(f"/v1/jobs/{job_id}").json()
-        if record["status"] in statuses:
-            return record
-        time.sleep(0.2)
-    raise AssertionError(f"job {job_id} still {record['status']} after {timeout_s} s")
 
 
 def test_delete_cancels_queued_jobs(client):
