@@ -47,7 +47,7 @@ SUBMIT_RETRIES = 3
 
 @dataclass
 class Submissions:
-    """What the clients sent and got back, shared by their threads."""
+    """Requests the clients sent and replies they got, shared by their threads."""
 
     latencies_s: list[float] = field(default_factory=list)
     ids: dict[int, str] = field(default_factory=dict)

@@ -43,7 +43,7 @@ FAILURE_LOG_INTERVAL_S = 10.0
 
 @dataclass(frozen=True)
 class Caller:
-    """Who sent a request: the submitter of its key (None when authentication is off)."""
+    """The sender of a request: the submitter of its key (None when authentication is off)."""
 
     submitter: str | None
     admin: bool
@@ -213,7 +213,7 @@ def check_owner(caller: Caller, submitter: str | None, what: str) -> None:
     """Raise HTTP 403 unless caller submitted the job or sweep `what`, or is an admin."""
     if caller.admin or (caller.submitter is not None and caller.submitter == submitter):
         return
-    logger.warning("%s refused to %s: submitted by %s", caller.submitter or "an anonymous caller",
+    logger.warning("%s rejected (403): may not %s, submitted by %s", caller.submitter or "an anonymous caller",
                    what, submitter or "an anonymous caller")
     raise HTTPException(403, f"only its submitter or an admin key may {what}")
 

@@ -506,7 +506,7 @@ def cmd_api(args: argparse.Namespace) -> int:
 
 
 def cmd_key_new(args: argparse.Namespace) -> int:
-    """Print a new key and the settings entry that holds its hash."""
+    """Print a new key and the settings entry that contains its hash."""
     from service.auth import hash_key, new_key
 
     if not _valid_submitter(args.submitter):

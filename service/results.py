@@ -201,7 +201,7 @@ def column_types(rows: list[dict[str, Any]]) -> dict[str, str]:
     """Return the type of each column: "bool", "int", "float" or "string".
 
     A column whose values are all None is "float" when it is a metric (so that a metric
-    nobody produced stays numeric), else "string". Ints mixed with floats give "float";
+    no job produced stays numeric), else "string". Ints mixed with floats give "float";
     anything else mixed gives "string".
     """
     metrics = set(metric_columns(rows)) | set(METRICS)

@@ -149,7 +149,7 @@ class TorchEuler:
 
         Newton's method on x = log lambda runs without gradients, then one more Newton
         step with gradients, whose derivative at the solution is that of the implicit
-        function, so the loss sees how c moves with total.
+        function, so the loss gradient includes how c moves with total.
         """
         log_total = torch.log(total)
 

@@ -49,9 +49,9 @@ from solvers.methods import AdamAlgorithm, MethodSpec, NNBasis, SGDAlgorithm
 logger = logging.getLogger(__name__)
 
 CORRECTION_BOUND = 5.0  # largest shift of the consumption share's log-odds from the first guess
-# Networks up to this size train on one torch thread on the CPU: their matrix products
-# are too small to gain from more, and a second thread that busy-waits for a core other
-# work holds made 300 steps of a width-16 network take 96 s instead of 5 s.
+# Networks up to this size train on one torch thread on the CPU, because their matrix
+# products are too small to gain from more. On a busy 2-core VM a second thread waiting
+# for a core made 300 steps of a width-16 network take 96 s instead of 5 s.
 SINGLE_THREAD_MAX_PARAMS = 100_000
 CHECK_EVERY = 500  # steps between stability checks
 CHECK_CHAINS = 16  # chains of a stability check, started evenly across the box's capital interval

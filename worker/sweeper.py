@@ -7,7 +7,7 @@ outlasts the longest job (a day by default). The sweeper covers that case. Every
 worker's main process runs it beside its heartbeat (see `worker.celery_app`), so it runs
 wherever jobs can run. A lock in Redis lets one worker sweep per round.
 
-A job counts as stale when `JobStore.attempt_alive` says its attempt's process is gone
+A job counts as stale when `JobStore.attempt_alive` reports that its attempt's process is gone
 (see `worker.liveness`). The sweeper sends the job's new message first and then moves
 the record from running back to queued in a transaction that checks the attempt number.
 A crash between the two steps leaves at worst a spare message, which `JobStore.start`

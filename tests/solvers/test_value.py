@@ -148,7 +148,7 @@ def test_rebuilt_policy_matches_solved_policy(method):
     assert errors["path"] == outcome.fields["errors"]["path"]
 
 
-def test_policy_evaluation_of_job_policy_recovers_closed_form_value():
+def test_job_policy_value_matches_closed_form():
     source = finished_source({"basis": {"kind": "chebyshev", "degree": 10}}, CLOSED_FORM)
     spec = JobSpec.model_validate({"model": {"params": CLOSED_FORM}, "method": {
         "basis": {"kind": "chebyshev", "degree": 10},
