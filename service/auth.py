@@ -204,8 +204,9 @@ async def _send_json(send: Send, status: int, body: dict, headers: list[tuple[by
     await send({"type": "http.response.body", "body": content})
 
 
-def current_caller(request: Request) -> Caller:
-    """Return the caller that `AuthMiddleware` stored for this request (a FastAPI dependency)."""
+async def current_caller(request: Request) -> Caller:
+    """Return the caller that `AuthMiddleware` stored for this request (a FastAPI dependency,
+    async so that it runs without a hand-off to the thread pool)."""
     return getattr(request.state, "caller", ANONYMOUS_READER)
 
 

@@ -31,6 +31,7 @@ import json
 import logging
 import re
 import uuid
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import redis
@@ -49,6 +50,27 @@ MAX_PAGE = 500
 JOB_ID = re.compile(r"[0-9a-f]{32}")
 DEFAULT_MAX_VALUE_BYTES = 16 * 2**20
 DEFAULT_STALE_AFTER_S = 45.0
+
+
+# Write a record and its index entries only if the claim key (KEYS[1]) is free, and the
+# claim with it. KEYS: claim, record, indexes...; ARGV: claim value, claim TTL (s),
+# record JSON, index score, job id.
+CREATE_CLAIMED = """
+if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then return 0 end
+redis.call('SET', KEYS[2], ARGV[3])
+for i = 3, #KEYS do redis.call('ZADD', KEYS[i], ARGV[4], ARGV[5]) end
+return 1
+"""
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A key to set, with its value and lifetime, only if no one has set it: a
+    submission's Idempotency-Key, stored with its reply."""
+
+    key: str
+    value: str
+    ttl_s: int
 
 
 class JobNotFound(KeyError):
@@ -75,12 +97,16 @@ class JobStore:
         self.client = client
         self.prefix = prefix
         self.max_value_bytes = max_value_bytes
+        self._claimed_script = client.register_script(CREATE_CLAIMED)
 
     @classmethod
     def from_url(cls, url: str, prefix: str = "eulerbench",
-                 max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES) -> "JobStore":
-        """Connect to the Redis at url."""
-        return cls(redis.Redis.from_url(url, decode_responses=True), prefix, max_value_bytes)
+                 max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES,
+                 socket_timeout: float | None = None) -> "JobStore":
+        """Connect to the Redis at url; socket_timeout (s) bounds the wait for each reply
+        (None: wait as long as the connection lives)."""
+        client = redis.Redis.from_url(url, decode_responses=True, socket_timeout=socket_timeout)
+        return cls(client, prefix, max_value_bytes)
 
     def _key(self, job_id: str, suffix: str = "") -> str:
         """Return a job's key; an id that is not 32 hex digits names no job."""
@@ -146,22 +172,42 @@ class JobStore:
         prefix = f"{self.prefix}:workers:{queue}:"
         return [key[len(prefix):] for key in self.client.scan_iter(match=prefix + "*", count=1000)]
 
-    def create(self, spec: JobSpec, submitter: str | None = None) -> JobRecord:
-        """Store a new queued job for spec and return its record."""
-        record = JobRecord(id=uuid.uuid4().hex, status="queued", spec=spec, submitter=submitter)
-        pipe = self.client.pipeline()
-        self._add_job(pipe, record)
-        pipe.execute()
+    def create(self, spec: JobSpec, submitter: str | None = None, job_id: str | None = None,
+               claim: Claim | None = None) -> JobRecord | None:
+        """Store a new queued job for spec and return its record.
+
+        job_id (32 hex digits) defaults to a new random one. With a claim, one atomic step
+        (one round trip) writes the claim and the record only if the claim's key does not
+        exist yet. The return value is then None when the key was taken, and nothing is written.
+        """
+        record = JobRecord(id=job_id or uuid.uuid4().hex, status="queued", spec=spec, submitter=submitter)
+        if claim is None:
+            pipe = self.client.pipeline()
+            self._add_job(pipe, record)
+            pipe.execute()
+        elif not self._create_claimed(claim, self._index_keys(record), self._key(record.id),
+                                      record.model_dump_json(), record.created_at.timestamp(), record.id):
+            return None
         logger.info("job %s created: %s", record.id, spec.summary())
         return record
+
+    def _index_keys(self, record: JobRecord) -> list[str]:
+        """Return the sorted sets that list a record: all jobs, by model and by basis kind."""
+        return [self._index(), self._index("model", record.spec.model.name),
+                self._index("basis", record.spec.method.basis.kind)]
 
     def _add_job(self, pipe: redis.client.Pipeline, record: JobRecord) -> None:
         """Queue the writes of a new record and its index entries on pipe."""
         score = record.created_at.timestamp()
         pipe.set(self._key(record.id), record.model_dump_json())
-        pipe.zadd(self._index(), {record.id: score})
-        pipe.zadd(self._index("model", record.spec.model.name), {record.id: score})
-        pipe.zadd(self._index("basis", record.spec.method.basis.kind), {record.id: score})
+        for index in self._index_keys(record):
+            pipe.zadd(index, {record.id: score})
+
+    def _create_claimed(self, claim: Claim, indexes: list[str], key: str, value: str,
+                        score: float, job_id: str) -> bool:
+        """Run CREATE_CLAIMED; return True when the claim was free and the record written."""
+        keys = [claim.key, key, *indexes]
+        return bool(self._claimed_script(keys=keys, args=[claim.value, claim.ttl_s, value, score, job_id]))
 
     def create_sweep(self, sweep: dict[str, Any], specs: list[JobSpec],
                      submitter: str | None = None) -> list[JobRecord]:

@@ -3,6 +3,7 @@
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
+import redis
 import pytest
 
 from tests.service.api_server import api_server
@@ -84,3 +85,19 @@ def test_sweep_retry_returns_same_sweep(client):
     assert client.get("/v1/sweeps").json()["total"] == 1
     other = {**sweep, "grid": {"method.basis.degree": [2, 4]}}
     assert client.post("/v1/sweeps", json=other, headers={"Idempotency-Key": "sweep-1"}).status_code == 422
+
+
+def test_key_is_released_when_the_broker_refuses_the_job(tmp_path):
+    with api_server({}, tmp_path) as (url, redis_url):
+        redis_client = redis.Redis.from_url(redis_url)
+        with httpx.Client(base_url=url, timeout=30) as http:
+            redis_client.execute_command("ACL", "SETUSER", "default", "-lpush")
+            refused = http.post("/v1/jobs", json=SPEC, headers={"Idempotency-Key": "refused"})
+            redis_client.execute_command("ACL", "SETUSER", "default", "+lpush")
+            accepted = http.post("/v1/jobs", json=SPEC, headers={"Idempotency-Key": "refused"})
+            assert refused.status_code == 503
+            assert accepted.status_code == 202
+            jobs = http.get("/v1/jobs").json()["items"]
+    assert [job["status"] for job in jobs] == ["queued", "failed"]
+    assert jobs[0]["id"] == accepted.json()["id"]
+    assert "could not be queued" in jobs[1]["error"]

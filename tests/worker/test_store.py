@@ -6,7 +6,7 @@ import pytest
 
 from solvers.record import JobRecord
 from solvers.spec import JobSpec
-from worker.store import JobNotFound, JobStateError, JobStore, RecordUnreadable
+from worker.store import Claim, JobNotFound, JobStateError, JobStore, RecordUnreadable
 
 ERRORS = {"box": {"max_log10": -12.0, "mean_log10": -13.0},
           "path": {"max_log10": -11.5, "mean_log10": -12.5, "share_outside_box": 0.0},
@@ -28,6 +28,21 @@ def test_create_and_get(store):
     assert again.status == "queued"
     assert again.spec == record.spec
     assert again.created_at == record.created_at
+
+
+def test_create_with_claim_writes_once(store):
+    claim = Claim(f"{store.prefix}:test-claim", '{"reply": 1}', 60)
+    first = store.create(make_spec(), claim=claim)
+    assert store.get(first.id).status == "queued"
+    assert store.client.get(claim.key) == '{"reply": 1}'
+    assert 0 < store.client.ttl(claim.key) <= 60
+    total = store.list(None, None, None, 1, 0)[1]
+    taken = Claim(claim.key, '{"reply": 2}', 60)
+    assert store.create(make_spec(), job_id="a" * 32, claim=taken) is None
+    assert store.list(None, None, None, 1, 0)[1] == total
+    assert store.client.get(claim.key) == '{"reply": 1}'
+    with pytest.raises(JobNotFound):
+        store.get("a" * 32)
 
 
 def test_missing_job_raises(store):
