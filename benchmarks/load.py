@@ -3,12 +3,14 @@
     python benchmarks/load.py                      # embedded stack, 2 worker processes
     python benchmarks/load.py --url http://HOST:8000 --key KEY
 
-Without --url it starts a private in-memory redis-server and the embedded stack (one API
-process, one Celery worker with --workers processes) on 127.0.0.1, and stops them at
-the end. Each of --clients threads submits its share of --jobs Chebyshev jobs of degree
-2 or 3 with its own httpx client, each with an Idempotency-Key, so a submission retried
-after a network error cannot create a second job. The script then waits for every job
-to end and prints:
+Without --url it starts a private in-memory redis-server and the embedded stack (the API
+with --api-workers processes, one Celery worker with --workers processes) on 127.0.0.1,
+and stops them at the end. Each of --clients threads submits its share of --jobs
+Chebyshev jobs of degree 2 or 3 over one kept-alive connection of its own, each with an
+Idempotency-Key, so a submission retried after a network error cannot create a second
+job. The clients use the standard library's http.client: on a machine that also runs
+the service, a heavier client would spend CPU that the service's latency then counts.
+The script then waits for every job to end and prints:
 
 - submit latency (p50, p95, p99) in ms, from the client's send to the reply;
 - throughput in jobs/s, of submission (over the submission phase) and of completion
@@ -22,8 +24,11 @@ Exits 0 when every job succeeded once and none was lost.
 from __future__ import annotations
 
 import argparse
+import http.client
+import json
 import logging
 import os
+import signal
 import statistics
 import sys
 import threading
@@ -32,6 +37,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -43,6 +49,7 @@ from solvers.record import TERMINAL_STATUSES  # noqa: E402
 logger = logging.getLogger("load")
 
 SUBMIT_RETRIES = 3
+POLL_S = 5.0  # seconds between rounds of reading the unended records
 
 
 @dataclass
@@ -63,26 +70,43 @@ def job_spec(index: int) -> dict:
             "time_limit_s": 60}
 
 
+def connect(url: str) -> http.client.HTTPConnection:
+    """Return a connection (kept alive between requests) to the service at url."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise SystemExit(f"error: --url must be http://HOST[:PORT] or https://HOST[:PORT]; got {url!r}")
+    kind = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+    return kind(parts.hostname, parts.port, timeout=30)
+
+
 def submit_share(url: str, headers: dict, indices: range, run_id: str, out: Submissions) -> None:
     """Submit the jobs of indices one after another, as one client."""
-    with httpx.Client(base_url=url, headers=headers, timeout=30) as client:
+    connection = connect(url)
+    try:
         for index in indices:
-            key = {"Idempotency-Key": f"load-{run_id}-{index}"}
+            body = json.dumps(job_spec(index)).encode()
+            request_headers = {**headers, "Content-Type": "application/json",
+                               "Idempotency-Key": f"load-{run_id}-{index}"}
             for attempt in range(1, SUBMIT_RETRIES + 1):
                 started = time.perf_counter()
                 try:
-                    reply = client.post("/v1/jobs", json=job_spec(index), headers=key)
-                except httpx.HTTPError as exc:
+                    connection.request("POST", "/v1/jobs", body=body, headers=request_headers)
+                    reply = connection.getresponse()
+                    text = reply.read().decode()
+                except (OSError, http.client.HTTPException) as exc:
                     logger.warning("job %d: submission attempt %d failed: %s", index, attempt, exc)
+                    connection.close()
                     continue
                 elapsed = time.perf_counter() - started
                 with out.lock:
                     out.latencies_s.append(elapsed)
-                    if reply.status_code == 202:
-                        out.ids[index] = reply.json()["id"]
+                    if reply.status == 202:
+                        out.ids[index] = json.loads(text)["id"]
                     else:
-                        out.errors.append(f"job {index}: HTTP {reply.status_code}: {reply.text[:200]}")
+                        out.errors.append(f"job {index}: HTTP {reply.status}: {text[:200]}")
                 break
+    finally:
+        connection.close()
 
 
 def submit_all(url: str, headers: dict, n_jobs: int, n_clients: int) -> tuple[Submissions, float]:
@@ -115,7 +139,7 @@ def wait_all(url: str, headers: dict, ids: list[str], timeout_s: float, n_client
                 pending = [i for i in pending if (records[i] or {}).get("status") not in TERMINAL_STATUSES]
                 if pending:
                     print(f"\r{len(ids) - len(pending)} of {len(ids)} jobs ended", end="", file=sys.stderr)
-                    time.sleep(1.0)
+                    time.sleep(POLL_S)
     print(file=sys.stderr)
     return records
 
@@ -167,35 +191,57 @@ def report(n_jobs: int, out: Submissions, records: dict[str, dict | None], first
     return succeeded == n_jobs and missing == 0 and unended == 0 and twice == 0
 
 
+def positive(text: str) -> int:
+    """Parse a count for the options below: a whole number of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid count {text!r}; use a whole number >= 1") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"count {value} is out of range; use a whole number >= 1")
+    return value
+
+
+def stop_on_sigterm(signum: int, frame: object) -> None:
+    """Turn SIGTERM into KeyboardInterrupt, so that the embedded stack is stopped too."""
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--url", help="A running service; default: start the embedded stack.")
     parser.add_argument("--key", default=os.environ.get("EULERBENCH_API_KEY"),
                         help="API key for a service that requires one (default: EULERBENCH_API_KEY).")
-    parser.add_argument("--jobs", type=int, default=1000, help="Jobs to submit (default: 1000).")
-    parser.add_argument("--clients", type=int, default=20, help="Concurrent clients (default: 20).")
-    parser.add_argument("--workers", type=int, default=2,
+    parser.add_argument("--jobs", type=positive, default=1000, help="Jobs to submit (default: 1000).")
+    parser.add_argument("--clients", type=positive, default=20, help="Concurrent clients (default: 20).")
+    parser.add_argument("--workers", type=positive, default=2,
                         help="Worker processes of the embedded stack (default: 2).")
-    parser.add_argument("--timeout", type=float, default=1800,
-                        help="Seconds to wait for every job to end (default: 1800).")
+    parser.add_argument("--api-workers", type=positive, default=2,
+                        help="API processes of the embedded stack (default: 2).")
+    parser.add_argument("--timeout", type=float, default=3600,
+                        help="Seconds to wait for every job to end (default: 3600).")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     headers = {"Authorization": f"Bearer {args.key}"} if args.key else {}
+    signal.signal(signal.SIGTERM, stop_on_sigterm)
 
     stack = redis_process = None
     url = args.url
     if url is None:
         redis_url, redis_process = start_redis()
-        stack = start_stack(redis_url, concurrency=args.workers)
+        stack = start_stack(redis_url, concurrency=args.workers, api_workers=args.api_workers)
         url = stack.api_url
-        print(f"embedded stack at {url}, {args.workers} worker processes, logs in {stack.log_dir}",
-              file=sys.stderr)
+        print(f"embedded stack at {url}, {args.api_workers} API and {args.workers} worker "
+              f"processes, logs in {stack.log_dir}", file=sys.stderr)
     try:
         first_submit = time.time()
         out, submit_s = submit_all(url, headers, args.jobs, args.clients)
         report_submissions(args.jobs, out, submit_s)
         records = wait_all(url, headers, list(out.ids.values()), args.timeout, args.clients)
         ok = report(args.jobs, out, records, first_submit)
+    except KeyboardInterrupt:
+        print("interrupted; stopping the embedded stack", file=sys.stderr)
+        ok = False
     finally:
         if stack is not None:
             stack.stop()

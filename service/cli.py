@@ -21,6 +21,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
+from typing import Callable
 
 import httpx
 
@@ -32,6 +33,7 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_DATA_DIR = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share") / "eulerbench" / "redis"
 DEFAULT_URL = os.environ.get("EULERBENCH_URL", "http://127.0.0.1:8000")
+MAX_PROCESSES = 256
 SERVER_COMMANDS = ("api", "worker")
 DEFAULT_REPORT_DIR = Path("sweep-results")
 # The plots `sweep` and `report` download: (file name, metric, x); None is the frontier.
@@ -66,15 +68,30 @@ def _json(reply: httpx.Response) -> dict:
                                 f"eulerbench service? Point --url at one.") from None
 
 
-def port_number(text: str) -> int:
-    """Parse a TCP port for --port: 0 (pick a free one) to 65535."""
-    try:
-        port = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid port {text!r}; use 0 to 65535") from None
-    if not 0 <= port <= 65535:
-        raise argparse.ArgumentTypeError(f"port {port} is out of range; use 0 (a free port) to 65535")
-    return port
+def whole_number(name: str, low: int, high: int, note: str = "") -> Callable[[str], int]:
+    """Return an argparse type that parses a whole number from low to high, naming the
+    option's quantity and the valid range in its errors."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"invalid {name} {text!r}; use {low} to {high}{note}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{name} {value} is out of range; use {low} to {high}{note}")
+        return value
+
+    return parse
+
+
+port_number = whole_number("port", 0, 65535, " (0 picks a free one)")
+process_count = whole_number("process count", 1, MAX_PROCESSES)
+nice_increment = whole_number("niceness", 0, 19, " (0 leaves the priority as it is)")
+
+
+def service_client(url: str, key: str | None, timeout: float) -> httpx.Client:
+    """Return an HTTP client for the service at url that sends key, when given, as a bearer token."""
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    return httpx.Client(base_url=url, headers=headers, timeout=timeout)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -91,8 +108,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except httpx.HTTPStatusError as exc:
+        hint = ("; pass --key KEY or set EULERBENCH_API_KEY" if exc.response.status_code == 401 else "")
         print(f"error: {exc.request.url} returned HTTP {exc.response.status_code}: "
-              f"{_reply_message(exc.response)}", file=sys.stderr)
+              f"{_reply_message(exc.response)}{hint}", file=sys.stderr)
         return 3
     except httpx.HTTPError as exc:
         url = getattr(args, "url", DEFAULT_URL)
@@ -125,7 +143,10 @@ def build_parser() -> argparse.ArgumentParser:
                     f"plots (default: {DEFAULT_REPORT_DIR}/SWEEP_ID).")
     up.add_argument("--port", type=port_number, default=8000,
                     help="API port on 127.0.0.1 (0 picks a free one).")
-    up.add_argument("--workers", type=int, default=1, help="Worker processes (jobs run at once).")
+    up.add_argument("--workers", type=process_count, default=1,
+                    help="Worker processes (jobs run at once).")
+    up.add_argument("--api-workers", type=process_count, default=1,
+                    help="API processes (uvicorn workers); more serve more requests per second.")
     up.add_argument("--redis-url", default=None, help="Redis to use if it responds "
                     "(default: EULERBENCH_REDIS_URL or REDIS_URL, else redis://127.0.0.1:6379/0); "
                     "otherwise a private redis-server is started.")
@@ -135,6 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "survive a restart (default: %(default)s).")
     up.add_argument("--no-persist", action="store_true",
                     help="Keep a private Redis in memory only; its records are lost when it stops.")
+    _add_key(up)
     up.set_defaults(handler=cmd_up)
 
     solve = commands.add_parser("solve", help="Solve the specs of FILE in this process.")
@@ -172,7 +194,8 @@ def build_parser() -> argparse.ArgumentParser:
     jobs.add_argument("--status", help="Only jobs with this status.")
     jobs.add_argument("--model", help="Only jobs of this model.")
     jobs.add_argument("--basis", help="Only jobs with this basis kind.")
-    jobs.add_argument("--limit", type=int, default=20, help="At most this many jobs (1-500).")
+    jobs.add_argument("--limit", type=whole_number("limit", 1, 500), default=20,
+                      help="At most this many jobs (1-500).")
     _add_url(jobs)
     jobs.set_defaults(handler=cmd_jobs)
 
@@ -195,6 +218,8 @@ def build_parser() -> argparse.ArgumentParser:
     api.add_argument("--host", default="127.0.0.1", help="Address to bind. Any address other "
                      "than a loopback one needs an API key in EULERBENCH_API_KEYS.")
     api.add_argument("--port", type=port_number, default=8000, help="Port to bind.")
+    api.add_argument("--workers", type=process_count, default=1, help="API processes (uvicorn "
+                     "workers); each serves requests on its own, sharing the port.")
     api.set_defaults(handler=cmd_api)
 
     key = commands.add_parser("key", help="Make API keys and their settings entries.")
@@ -211,7 +236,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     worker = commands.add_parser("worker", help="Run a Celery worker.")
     worker.add_argument("--queues", default="cpu", help="Comma-separated queues: cpu, gpu.")
-    worker.add_argument("--concurrency", type=int, default=1, help="Jobs run at once.")
+    worker.add_argument("--concurrency", type=process_count, default=1, help="Jobs run at once.")
+    worker.add_argument("--nice", type=nice_increment, default=0, help="Lower the worker's CPU "
+                        "priority by this much (0-19), so that an API on the same machine stays "
+                        "responsive while jobs run; `eulerbench up` uses 10.")
     worker.set_defaults(handler=cmd_worker)
     return parser
 
@@ -219,6 +247,12 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_url(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--url", default=DEFAULT_URL,
                         help="Service URL (default: EULERBENCH_URL or http://127.0.0.1:8000).")
+    _add_key(parser)
+
+
+def _add_key(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--key", default=os.environ.get("EULERBENCH_API_KEY") or None,
+                        help="API key for a service that requires one (default: EULERBENCH_API_KEY).")
 
 
 def cmd_solve(args: argparse.Namespace) -> int:
@@ -279,7 +313,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
         raise BatchError(f"{args.file} is a sweep file; submit it with `eulerbench sweep "
                          f"{args.file}`, which keeps its jobs together as one sweep")
     specs = load_batch(args.file)
-    with httpx.Client(base_url=args.url, timeout=30) as client:
+    with service_client(args.url, args.key, 30) as client:
         ids = submit_batch(client, specs)
         if args.no_wait:
             print("\n".join(ids))
@@ -295,7 +329,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
     sweep, expansion = load_sweep(args.file)
     print(f"{args.file}: {len(expansion.specs)} jobs", file=sys.stderr)
-    with httpx.Client(base_url=args.url, timeout=60) as client:
+    with service_client(args.url, args.key, 60) as client:
         sweep_id = submit_sweep(client, sweep)
         if args.no_wait:
             print(sweep_id)
@@ -306,7 +340,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     """Fetch a sweep's rows, print the table and write the results files and plots."""
-    with httpx.Client(base_url=args.url, timeout=60) as client:
+    with service_client(args.url, args.key, 60) as client:
         return write_report(client, args.id, args.out, args.aggregate)
 
 
@@ -403,7 +437,7 @@ def cmd_jobs(args: argparse.Namespace) -> int:
 
     params = {k: v for k, v in (("status", args.status), ("model", args.model),
                                 ("basis", args.basis), ("limit", args.limit)) if v is not None}
-    with httpx.Client(base_url=args.url, timeout=30) as client:
+    with service_client(args.url, args.key, 30) as client:
         reply = client.get("/v1/jobs", params=params)
     if reply.status_code == 422:
         print(f"error: {_reply_message(reply)}", file=sys.stderr)
@@ -420,7 +454,7 @@ def cmd_jobs(args: argparse.Namespace) -> int:
 
 def cmd_show(args: argparse.Namespace) -> int:
     """Print one job record as JSON."""
-    with httpx.Client(base_url=args.url, timeout=30) as client:
+    with service_client(args.url, args.key, 30) as client:
         reply = client.get(f"/v1/jobs/{args.id}")
     if reply.status_code == 404:
         print(f"error: job {args.id} not found", file=sys.stderr)
@@ -431,7 +465,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 def cmd_cancel(args: argparse.Namespace) -> int:
     """Cancel one job and print its status."""
-    with httpx.Client(base_url=args.url, timeout=30) as client:
+    with service_client(args.url, args.key, 30) as client:
         reply = client.post(f"/v1/jobs/{args.id}/cancel")
     if reply.status_code in (404, 409):
         print(f"error: {_reply_message(reply)}", file=sys.stderr)
@@ -467,7 +501,22 @@ def cmd_catalogue(args: argparse.Namespace) -> int:
     for (basis, residual, objective), algorithms in grouped.items():
         note = " (product 'tensor' only)" if objective == "collocation" and basis in ("monomial", "chebyshev") else ""
         print(f"  {basis} / {residual} / {objective}{note}: {', '.join(algorithms)}")
+    print()
+    _print_multi_country_methods(catalogue["models"]["multi_country"]["methods"])
     return 0
+
+
+def _print_multi_country_methods(methods: dict) -> None:
+    """Print the multi_country model's own method table: basis family, objective, algorithms."""
+    print("MULTI_COUNTRY MODEL (its own methods; defaults first)")
+    print(f"  residual: {', '.join(methods['residual'])}")
+    for family, objectives in methods["objective"].items():
+        basis = {"complete": "chebyshev or monomial, product 'complete'",
+                 "tensor": "chebyshev or monomial, product 'tensor'",
+                 "smolyak": "chebyshev, product 'smolyak'"}.get(family, family)
+        for objective in objectives:
+            print(f"  {basis} / {objective}: {', '.join(methods['algorithm'][objective])}")
+    print(f"  integration: {', '.join(methods['integration'])}")
 
 
 def _range_text(setting: dict) -> str:
@@ -491,6 +540,7 @@ def cmd_api(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
     from service.auth import check_bind_address
+    from service.metrics import share_metrics_between_processes
     from worker.settings import get_settings
 
     try:
@@ -501,7 +551,10 @@ def cmd_api(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    uvicorn.run("service.app:app", host=args.host, port=args.port, log_level=args.log_level)
+    if args.workers > 1:
+        share_metrics_between_processes()
+    uvicorn.run("service.app:app", host=args.host, port=args.port, log_level=args.log_level,
+                workers=args.workers)
     return 0
 
 
@@ -550,11 +603,11 @@ def cmd_worker(args: argparse.Namespace) -> int:
         print(f"error: unknown queue(s) {unknown or queues}; valid choices: {', '.join(QUEUES)}",
               file=sys.stderr)
         return 2
-    if args.concurrency < 1:
-        print(f"error: --concurrency must be at least 1; got {args.concurrency}", file=sys.stderr)
-        return 2
     threads = max(1, (os.cpu_count() or 1) // args.concurrency)
     os.environ.setdefault(THREADS_ENV, str(threads))
+    if args.nice:
+        logger.info("worker niceness raised by %d: jobs yield the CPU to the API", args.nice)
+        os.nice(args.nice)
     app.worker_main(["worker", "--queues", ",".join(queues), "--concurrency", str(args.concurrency),
                      "--pool", "prefork", "--loglevel", args.log_level.upper(), "--without-gossip",
                      "--without-mingle"])
@@ -579,9 +632,9 @@ def _raise_interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def _run_batch(api_url: str, specs: list) -> int:
+def _run_batch(api_url: str, key: str | None, specs: list) -> int:
     """Submit a batch to the embedded stack, follow it and print the table; return the status."""
-    with httpx.Client(base_url=api_url, timeout=30) as client:
+    with service_client(api_url, key, 30) as client:
         ids = submit_batch(client, specs)
         try:
             records = wait_for(client, ids)
@@ -594,9 +647,9 @@ def _run_batch(api_url: str, specs: list) -> int:
     return 0 if all(r.status == "succeeded" for r in records) else 1
 
 
-def _run_sweep(api_url: str, sweep, out: str | None) -> int:
+def _run_sweep(api_url: str, key: str | None, sweep, out: str | None) -> int:
     """Submit a sweep to the embedded stack, follow it, print the table and write the report."""
-    with httpx.Client(base_url=api_url, timeout=60) as client:
+    with service_client(api_url, key, 60) as client:
         sweep_id = submit_sweep(client, sweep)
         try:
             wait_for_sweep(client, sweep_id)
@@ -627,6 +680,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     data_dir = None if args.no_persist else Path(args.data_dir)
     try:
         stack = start_stack(redis_url, port=args.port or None, concurrency=args.workers,
+                            api_workers=args.api_workers,
                             log_dir=Path(args.log_dir) if args.log_dir else None, data_dir=data_dir)
     except StackError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -636,9 +690,9 @@ def cmd_up(args: argparse.Namespace) -> int:
     status = 0
     try:
         if specs:
-            status = _run_batch(stack.api_url, specs)
+            status = _run_batch(stack.api_url, args.key, specs)
         elif sweep is not None:
-            status = _run_sweep(stack.api_url, sweep, args.out)
+            status = _run_sweep(stack.api_url, args.key, sweep, args.out)
         if not args.once:
             print(f"serving at {stack.api_url}; submit more with "
                   f"`eulerbench submit FILE --url {stack.api_url}`; Ctrl-C stops.", file=sys.stderr)

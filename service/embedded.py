@@ -26,6 +26,11 @@ import redis
 
 logger = logging.getLogger(__name__)
 
+# The embedded stack runs everything on one machine: its worker yields the CPU to the
+# API, so that submissions and reads stay fast while jobs run. Solve times change only
+# while the API is busy.
+WORKER_NICE = 19
+
 
 class StackError(RuntimeError):
     """A process of the embedded stack failed to start."""
@@ -113,14 +118,16 @@ def cli_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "service.cli", *args]
 
 
-def worker_command(concurrency: int, queues: str = "cpu") -> list[str]:
-    """Return the worker command, as docker-compose.yml runs it."""
-    return cli_command("worker", "--queues", queues, "--concurrency", str(concurrency))
+def worker_command(concurrency: int, queues: str = "cpu", nice: int = 0) -> list[str]:
+    """Return the worker command, as docker-compose.yml runs it (with nice: at lower CPU priority)."""
+    return cli_command("worker", "--queues", queues, "--concurrency", str(concurrency),
+                       *(("--nice", str(nice)) if nice else ()))
 
 
-def api_command(host: str, port: int) -> list[str]:
-    """Return the API command, as docker-compose.yml runs it."""
-    return cli_command("api", "--host", host, "--port", str(port))
+def api_command(host: str, port: int, workers: int = 1) -> list[str]:
+    """Return the API command, as docker-compose.yml runs it (with workers API processes)."""
+    return cli_command("api", "--host", host, "--port", str(port),
+                       *(("--workers", str(workers)) if workers > 1 else ()))
 
 
 @dataclass
@@ -151,8 +158,9 @@ class Stack:
 
 def start_stack(redis_url: str, port: int | None = None, concurrency: int = 1,
                 log_dir: Path | None = None, data_dir: Path | None = None,
-                timeout_s: float = 60.0) -> Stack:
-    """Start Redis (unless one responds at redis_url), one worker and the API; wait until all respond.
+                timeout_s: float = 60.0, api_workers: int = 1) -> Stack:
+    """Start Redis (unless one responds at redis_url), one worker with concurrency
+    processes and the API with api_workers processes; wait until all respond.
 
     A private Redis keeps its append-only file in data_dir when one is given.
     """
@@ -173,8 +181,8 @@ def start_stack(redis_url: str, port: int | None = None, concurrency: int = 1,
     env = {**os.environ, "EULERBENCH_REDIS_URL": redis_url}
     stack = Stack(redis_url, f"http://127.0.0.1:{port}", processes, log_dir, data_lock)
     try:
-        for name, command in (("worker", worker_command(concurrency)),
-                              ("api", api_command("127.0.0.1", port))):
+        for name, command in (("worker", worker_command(concurrency, nice=WORKER_NICE)),
+                              ("api", api_command("127.0.0.1", port, api_workers))):
             log = open(log_dir / f"{name}.log", "ab")
             stack.processes.append(subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT))
         _wait_ready(stack, timeout_s)

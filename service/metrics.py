@@ -15,18 +15,27 @@
 
 A record is read once after it has ended (ended records never change); only queued and
 running jobs are read again at each scrape, by their status alone.
+
+With several API processes (`eulerbench api --workers N`), each process writes its
+latency observations to files in `PROMETHEUS_MULTIPROC_DIR`, and `/metrics` from any of
+them sums the files of all, so one scrape sees the latency of every process.
 """
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
+import os
+import shutil
+import tempfile
 import threading
 import time
 from typing import Iterator
 
 from fastapi import FastAPI, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.core import GaugeHistogramMetricFamily, GaugeMetricFamily, Metric
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -42,6 +51,7 @@ SOLVE_BUCKETS_S = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 100
 PRIORITY_SEPARATOR = "\x06\x16"
 PRIORITY_STEPS = (3, 6, 9)
 MGET_CHUNK = 500
+MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
 class EndedJobs:
@@ -174,11 +184,36 @@ class MetricsMiddleware:
                 time.perf_counter() - started)
 
 
+def share_metrics_between_processes() -> str:
+    """Make the API processes started after this call share their latency histograms,
+    and return the folder through which they share them.
+
+    A folder named in PROMETHEUS_MULTIPROC_DIR is used as it is, so its owner must empty
+    it between runs. Otherwise a new folder is made and removed when this process exits.
+    """
+    folder = os.environ.get(MULTIPROCESS_ENV)
+    if folder:
+        os.makedirs(folder, exist_ok=True)
+        return folder
+    folder = tempfile.mkdtemp(prefix="eulerbench-metrics-")
+    os.environ[MULTIPROCESS_ENV] = folder
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    logger.info("API processes share their metrics through %s", folder)
+    return folder
+
+
 def install_metrics(app: FastAPI) -> None:
-    """Add the latency middleware and the `/metrics` route, with a registry of this app's own."""
+    """Add the latency middleware and the `/metrics` route, with a registry of this app's own.
+
+    When PROMETHEUS_MULTIPROC_DIR is set, the latency histogram sums those of every API process.
+    """
     registry = CollectorRegistry()
+    shared = bool(os.environ.get(MULTIPROCESS_ENV))
     latency = Histogram("eulerbench_api_request_duration_seconds", "API request latency.",
-                        ["method", "route", "status"], buckets=LATENCY_BUCKETS_S, registry=registry)
+                        ["method", "route", "status"], buckets=LATENCY_BUCKETS_S,
+                        registry=None if shared else registry)
+    if shared:
+        MultiProcessCollector(registry)
     registry.register(StoreCollector(app.state.store))
     app.add_middleware(MetricsMiddleware, histogram=latency)
 

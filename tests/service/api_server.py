@@ -21,12 +21,12 @@ from service.embedded import api_command, free_port, start_redis
 
 @contextmanager
 def api_server(env: dict[str, str], log_dir: Path, host: str = "127.0.0.1",
-               timeout_s: float = 30.0) -> Iterator[tuple[str, str]]:
-    """Run the API with env added to the environment; yield (API URL, Redis URL)."""
+               timeout_s: float = 30.0, workers: int = 1) -> Iterator[tuple[str, str]]:
+    """Run the API (workers processes) with env added to the environment; yield (API URL, Redis URL)."""
     redis_url, redis_process = start_redis()
     port = free_port()
     log = open(log_dir / f"api-{port}.log", "ab")
-    process = subprocess.Popen(api_command(host, port), stdout=log, stderr=subprocess.STDOUT,
+    process = subprocess.Popen(api_command(host, port, workers), stdout=log, stderr=subprocess.STDOUT,
                                env={**os.environ, "EULERBENCH_REDIS_URL": redis_url, **env})
     url = f"http://127.0.0.1:{port}"
     try:

@@ -142,3 +142,24 @@ def test_sweep_cancel_scoped_to_submitter(client):
     sweep_id = reply.json()["id"]
     assert client.delete(f"/v1/sweeps/{sweep_id}", headers=auth("bob")).status_code == 403
     assert client.delete(f"/v1/sweeps/{sweep_id}", headers=auth("alice")).status_code == 200
+
+
+def run_cli(*args, env=None):
+    environment = {key: value for key, value in os.environ.items() if key != "EULERBENCH_API_KEY"}
+    return subprocess.run([sys.executable, "-m", "service.cli", *args], capture_output=True, text=True,
+                          env={**environment, **(env or {})}, timeout=120)
+
+
+def test_cli_sends_key_from_option_or_environment(server, client, tmp_path):
+    url = server[0]
+    without = run_cli("jobs", "--url", url)
+    assert without.returncode == 3
+    assert "HTTP 401" in without.stderr and "--key" in without.stderr
+    assert run_cli("jobs", "--url", url, "--key", KEYS["alice"]).returncode == 0
+    assert run_cli("jobs", "--url", url, env={"EULERBENCH_API_KEY": KEYS["alice"]}).returncode == 0
+
+    job_id = client.post("/v1/jobs", json=SPEC, headers=auth("alice")).json()["id"]
+    refused = run_cli("cancel", job_id, "--url", url, "--key", KEYS["bob"])
+    assert refused.returncode == 3 and "HTTP 403" in refused.stderr
+    assert run_cli("cancel", job_id, "--url", url, "--key", KEYS["alice"]).returncode == 0
+    assert client.get(f"/v1/jobs/{job_id}", headers=auth("alice")).json()["status"] == "cancelled"

@@ -1,5 +1,7 @@
 """Prometheus metrics at /metrics over real HTTP, with a Redis of the test's own."""
 
+import re
+
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -62,3 +64,18 @@ def test_api_latency_by_route_template(server):
            (("method", "GET"), ("route", "/v1/jobs/{job_id}"), ("status", "404")))
     assert samples[key] >= 1
     assert not any("0" * 32 in str(labels) for _, labels in samples)
+
+
+def test_every_api_process_counts_in_one_scrape(tmp_path):
+    key = ("eulerbench_api_request_duration_seconds_count",
+           (("method", "POST"), ("route", "/v1/jobs"), ("status", "202")))
+    with api_server({}, tmp_path, workers=2) as (url, _):
+        for _ in range(20):
+            with httpx.Client(base_url=url, timeout=30) as fresh:
+                assert fresh.post("/v1/jobs", json=SPEC).status_code == 202
+        for _ in range(6):
+            with httpx.Client(base_url=url, timeout=30) as fresh:
+                assert scrape(fresh)[key] == 20
+        logs = "".join(path.read_text() for path in tmp_path.glob("api-*.log"))
+        pids = set(re.findall(r"Started server process \[(\d+)\]", logs))
+    assert len(pids) == 2
