@@ -313,9 +313,16 @@ def _rejection(invalid: list[dict[str, Any]], size: int) -> str:
 
 
 def method_label(spec: JobSpec) -> str:
-    """Return the short method name of rows and plots, e.g. "chebyshev euler/collocation/newton"."""
+    """Return the short method name of rows and plots, e.g. "chebyshev euler/collocation/newton";
+    a Smolyak basis shows as "smolyak", a complete polynomial as "chebyshev-complete"."""
     method = spec.method
-    return f"{method.basis.kind} {method.residual.kind}/{method.objective.kind}/{method.algorithm.kind}"
+    basis = method.basis.kind
+    product = getattr(method.basis, "product", "tensor")
+    if product == "smolyak":
+        basis = "smolyak"
+    elif product == "complete":
+        basis = f"{basis}-complete"
+    return f"{basis} {method.residual.kind}/{method.objective.kind}/{method.algorithm.kind}"
 
 
 def _block_labels(blocks: list[Any] | None) -> list[str]:

@@ -512,7 +512,7 @@ def combinations() -> list[dict[str, str]]:
                     row = {"basis": basis, "residual": residual, "objective": objective,
                            "algorithm": algorithm}
                     if objective == "collocation" and basis in ("monomial", "chebyshev"):
-                        row["note"] = "product 'tensor' only (or 'smolyak' for multi_country)"
+                        row["note"] = "product 'tensor' only"
                     rows.append(row)
     return rows
 

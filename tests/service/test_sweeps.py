@@ -420,3 +420,14 @@ def test_delete_cancels_queued_jobs(client):
         record = client.get(f"/v1/jobs/{row['job_id']}").json()
         assert record["status"] == "cancelled"
         assert record["started_at"] is None
+
+
+def test_labels_name_sparse_and_complete_bases():
+    blocks = [{"basis": {"kind": "chebyshev", "product": "smolyak", "level": 2}},
+              {"basis": {"kind": "chebyshev", "product": "complete", "degree": 3}},
+              {"basis": {"kind": "chebyshev", "degree": 3}}]
+    expansion = expand_sweep(parse_sweep({"base": {"model": {"name": "multi_country",
+                                                             "params": {"countries": 2}}},
+                                          "grid": {"method": blocks}}))
+    assert [label.split(" ")[0] for label in expansion.method_labels] == [
+        "smolyak", "chebyshev-complete", "chebyshev"]
