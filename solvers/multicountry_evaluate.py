@@ -7,7 +7,9 @@ error of every country's Euler equation and of the resource constraint
 
 - box: BOX_POINTS uniform draws from the state box;
 - path: PATH_PERIODS periods simulated under the policy after PATH_BURN_IN burn-in
-  periods, with a fixed shock series, starting at the steady state;
+  periods, with a fixed shock series, starting at the steady state. The errors are
+  scored at every period, or at `path_count` evenly spaced periods when the caller
+  asks for fewer;
 - spheres: for each radius in SPHERE_RADII, SPHERE_POINTS points at that Euclidean
   distance from the steady state in logs, `(log k - log kss, log a)`, in uniformly
   drawn directions.
@@ -26,7 +28,9 @@ methods fitted on the ergodic set, which extrapolate to the corners of the box.
 Cost: each point needs J policy calls (J = 2N^2 + 1 under M2), made in batches of
 about MAX_NEXT_ROWS next-period states, so time and memory are bounded by the policy's
 cost per row. NOTE: at N = 50 this is 5001 nodes per point; the point counts are
-arguments so that a caller can trade coverage for time there.
+arguments so that a caller can trade coverage for time there. The path is always
+simulated for its full length, so its share outside the box and its closed-form
+distance cover every period even when its errors are scored on a subsample.
 """
 
 from __future__ import annotations
@@ -185,16 +189,31 @@ def closed_form_distance(model: MultiCountryModel, policy: Policy, states: np.nd
     return float(distance.max()) if np.all(np.isfinite(distance)) else math.nan
 
 
+def scored_periods(periods: int, count: int | None) -> np.ndarray:
+    """Return the indices of the path periods whose errors are scored: all of them, or
+    `count` evenly spaced ones from the first to the last."""
+    if count is None or count >= periods:
+        return np.arange(periods)
+    if count < 2:
+        raise ValueError(f"path_count must be at least 2 (or None for every period); got {count}")
+    return np.unique(np.round(np.linspace(0, periods - 1, count)).astype(int))
+
+
 def evaluate(model: MultiCountryModel, policy: Policy, box_count: int = BOX_POINTS,
-             path_periods: int = PATH_PERIODS, sphere_count: int = SPHERE_POINTS) -> MultiCountryAccuracy:
-    """Measure a policy on the box, the simulated path and the spheres with the evaluation rule."""
+             path_periods: int = PATH_PERIODS, sphere_count: int = SPHERE_POINTS,
+             path_count: int | None = None) -> MultiCountryAccuracy:
+    """Measure a policy on the box, the simulated path and the spheres with the evaluation rule.
+
+    A path_count below path_periods scores the path's errors on that many evenly spaced periods.
+    """
     rule, eps, weights = evaluation_rule(model)
     n = model.countries
 
     box = box_points(model, box_count)
     box_summary = summarise(euler_errors(model, policy, box, eps, weights), n)
     path = path_points(model, policy, path_periods)
-    path_summary = summarise(euler_errors(model, policy, path, eps, weights), n)
+    scored = path[scored_periods(path_periods, path_count)]
+    path_summary = summarise(euler_errors(model, policy, scored, eps, weights), n)
     spheres = {}
     for radius in SPHERE_RADII:
         states = sphere_points(model, radius, sphere_count)

@@ -43,7 +43,7 @@ DEFAULT_MAX_PARAMS = 200_000
 DEFAULT_MAX_MEMORY_MB = 2_048.0
 
 EVALUATION_ROWS = 200_000  # next-period states per evaluation set, as a target
-MIN_BOX_POINTS, MIN_PATH_PERIODS, MIN_SPHERE_POINTS = 500, 1_000, 200
+MIN_BOX_POINTS, MIN_PATH_POINTS, MIN_SPHERE_POINTS = 500, 1_000, 200
 
 
 def build_model(params) -> MultiCountryModel:
@@ -221,16 +221,19 @@ def solve_job(model: MultiCountryModel, spec, control: SolveControl) -> Solution
 def evaluation_counts(model: MultiCountryModel) -> dict[str, int]:
     """Return the evaluator's point counts at this N: about EVALUATION_ROWS next-period states per set.
 
-    Box and path get EVALUATION_ROWS / J points (J = the evaluator's nodes), between their
-    minimum and 10,000; each sphere gets a quarter of that, between 200 and 1,000. The
-    counts depend on N only, so every method at one N is scored on the same states.
+    The path is always simulated for 10,000 periods. The box and the scored path periods
+    (evenly spaced over the whole path) get EVALUATION_ROWS / J points (J = the
+    evaluator's nodes), between their minimum and 10,000; each sphere gets a quarter of
+    that, between 200 and 1,000. The counts depend on N only, so every method at one N is
+    scored on the same states.
     """
     from solvers.multicountry_evaluate import BOX_POINTS, PATH_PERIODS, SPHERE_POINTS, evaluation_rule
 
     nodes = evaluation_rule(model)[2].size
     per_set = EVALUATION_ROWS // nodes
     return {"box_count": int(min(BOX_POINTS, max(MIN_BOX_POINTS, per_set))),
-            "path_periods": int(min(PATH_PERIODS, max(MIN_PATH_PERIODS, per_set))),
+            "path_periods": PATH_PERIODS,
+            "path_count": int(min(PATH_PERIODS, max(MIN_PATH_POINTS, per_set))),
             "sphere_count": int(min(SPHERE_POINTS, max(MIN_SPHERE_POINTS, per_set // 4)))}
 
 
@@ -266,6 +269,7 @@ class MultiCountryEvaluation:
                 **{f"sphere_{radius:g}": s for radius, s in accuracy.spheres.items()}}
         return {"evaluation_rule": {"name": accuracy.rule, "nodes": accuracy.rule_nodes},
                 "evaluation_points": {name: s.points for name, s in sets.items()},
+                "path_periods": self.counts["path_periods"],
                 "equations": list(accuracy.equations),
                 "equation_max_log10": {name: list(s.equation_max_log10) for name, s in sets.items()}}
 

@@ -4,7 +4,7 @@ import pytest
 from solvers.bases import ChebyshevBasis, MonomialBasis, total_degree_indices
 from solvers.control import SolveControl
 from solvers.multicountry import MultiCountryModel
-from solvers.multicountry_evaluate import evaluate
+from solvers.multicountry_evaluate import evaluate, scored_periods
 from solvers.multicountry_solver import (
     LinearPolicy,
     build_policy,
@@ -262,3 +262,24 @@ def test_solve_reports_progress_and_history():
     assert len(control.history) == solution.iterations
     assert solution.n_params == 15 * 2
     assert solution.parameters["settings"]["degree"] == 2
+
+
+def test_path_subsample_spans_the_whole_path():
+    assert scored_periods(10, None).tolist() == list(range(10))
+    assert scored_periods(10_000, 1_000)[[0, -1]].tolist() == [0, 9_999]
+    assert scored_periods(10_000, 1_000).size == 1_000
+    assert np.all(np.diff(scored_periods(10_000, 1_000)) >= 10)
+    with pytest.raises(ValueError, match="path_count must be at least 2"):
+        scored_periods(10, 1)
+
+
+def test_subsampled_path_scores_fewer_points_of_the_same_path():
+    model = MultiCountryModel(countries=1, delta=1.0)
+    settings = {"algorithm": "fixed_grid", "basis": "chebyshev", "product": "tensor", "degree": 4}
+    solution = solve_multicountry(model, settings, SolveControl(), seed=0)
+    full = evaluate(model, solution.policy, box_count=50, path_periods=2_000, sphere_count=10)
+    sampled = evaluate(model, solution.policy, box_count=50, path_periods=2_000, sphere_count=10,
+                       path_count=200)
+    assert (full.path.points, sampled.path.points) == (2_000, 200)
+    assert sampled.path.max_log10 <= full.path.max_log10
+    assert sampled.path_share_outside_box == full.path_share_outside_box

@@ -126,8 +126,8 @@ def test_oversize_spec_fails_in_run_spec():
 def test_evaluation_counts_shrink_with_n():
     small = evaluation_counts(build_model(job({"basis": {"kind": "nn"}}, countries=1).model.params))
     large = evaluation_counts(build_model(job({"basis": {"kind": "nn"}}, countries=50).model.params))
-    assert small == {"box_count": 10_000, "path_periods": 10_000, "sphere_count": 1_000}
-    assert large == {"box_count": 500, "path_periods": 1_000, "sphere_count": 200}
+    assert small == {"box_count": 10_000, "path_periods": 10_000, "path_count": 10_000, "sphere_count": 1_000}
+    assert large == {"box_count": 500, "path_periods": 10_000, "path_count": 1_000, "sphere_count": 200}
 
 
 def test_catalogue_lists_multi_country():
