@@ -106,7 +106,8 @@ class TensorBasis:
         values = _as_dense(self.factor(0, x[:, 0], False)) @ theta.reshape(self.sizes[0], -1)
         for j in range(1, len(self.sizes)):
             values = values.reshape(n, self.sizes[j], -1)
-            values = np.einsum("nj,njr->nr", _as_dense(self.factor(j, x[:, j], False)), values)
+            factor = _as_dense(self.factor(j, x[:, j], False))
+            values = (factor[:, None, :] @ values)[:, 0, :]
         return values[:, 0]
 
     def describe(self) -> dict:
@@ -254,16 +255,21 @@ class ChebyshevBasis(PolynomialBasis):
         xi = 2 * (x - a) / (b - a) - 1
         n = self.sizes[dim]
         values = np.empty((x.size, n))
-        slopes = np.zeros((x.size, n))
         values[:, 0] = 1.0
         if n > 1:
             values[:, 1] = xi
-            slopes[:, 1] = 1.0
-        # T_{i+1} = 2 xi T_i - T_{i-1}, and its derivative T'_{i+1} = 2 T_i + 2 xi T'_i - T'_{i-1}.
+        # T_{i+1} = 2 xi T_i - T_{i-1}
         for i in range(1, n - 1):
             values[:, i + 1] = 2 * xi * values[:, i] - values[:, i - 1]
+        if not derivative:
+            return values
+        # T'_{i+1} = 2 T_i + 2 xi T'_i - T'_{i-1}
+        slopes = np.zeros((x.size, n))
+        if n > 1:
+            slopes[:, 1] = 1.0
+        for i in range(1, n - 1):
             slopes[:, i + 1] = 2 * values[:, i] + 2 * xi * slopes[:, i] - slopes[:, i - 1]
-        return slopes * (2 / (b - a)) if derivative else values
+        return slopes * (2 / (b - a))
 
 
 class MonomialBasis(PolynomialBasis):

@@ -8,6 +8,8 @@ range in the message.
 
 from __future__ import annotations
 
+import functools
+
 import math
 from typing import Annotated, Any, Literal, Union
 
@@ -369,16 +371,23 @@ class JobSpec(StrictModel):
             name = f"grid {basis.points}"
         else:
             name = f"nn {basis.depth}x{basis.width} {basis.activation}"
-        defaults = MethodSpec.model_validate({"basis": {"kind": basis.kind}})
-        if self.model.name == "multi_country":
-            from solvers.multicountry_jobs import default_parts
-
-            defaults = MethodSpec.model_validate(default_parts({"basis": basis.model_dump(include={"kind", "product"})}))
-        parts = [part.kind for part, default in ((self.method.residual, defaults.residual),
-                                                  (self.method.objective, defaults.objective),
-                                                  (self.method.algorithm, defaults.algorithm))
-                 if part.kind != default.kind]
+        defaults = _default_kinds(self.model.name, basis.kind, getattr(basis, "product", None))
+        parts = [part.kind for part, default in zip((self.method.residual, self.method.objective,
+                                                     self.method.algorithm), defaults)
+                 if part.kind != default]
         return " ".join([name, *parts])
+
+
+@functools.lru_cache(maxsize=64)
+def _default_kinds(model: str, basis: str, product: str | None) -> tuple[str, str, str]:
+    """Return the default residual, objective and algorithm kinds of a basis on a model."""
+    block: dict[str, Any] = {"basis": {"kind": basis}}
+    if model == "multi_country":
+        from solvers.multicountry_jobs import default_parts
+
+        block = default_parts({"basis": {"kind": basis, **({"product": product} if product else {})}})
+    defaults = MethodSpec.model_validate(block)
+    return defaults.residual.kind, defaults.objective.kind, defaults.algorithm.kind
 
 
 def describe_catalogue() -> dict[str, Any]:
