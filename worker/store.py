@@ -6,7 +6,9 @@ Keys, under a configurable prefix `P`:
 - `P:job:ID:policy` is the fitted policy's parameters as JSON;
 - `P:job:ID:cancel` is set when a running job must stop;
 - `P:workers:QUEUE:HOST` exists while a worker consuming QUEUE on HOST is alive
-  (refreshed by its heartbeat, expiring soon after it stops);
+  (refreshed by its heartbeat, expiring soon after it stops), and the set
+  `P:workers:QUEUE` names every HOST that has registered, so that finding the live
+  workers of a queue reads two keys instead of scanning the key space;
 - `P:worker:NODENAME/TOKEN` is a worker instance's latest heartbeat (`worker.liveness`),
   expiring `stale_after_s` after it was written;
 - `P:jobs:running` is the set of ids of running jobs, which the stale-job sweeper reads;
@@ -135,11 +137,16 @@ class JobStore:
         pipe = self.client.pipeline()
         for queue in queues:
             pipe.set(f"{self.prefix}:workers:{queue}:{hostname}", "1", ex=ttl_s)
+            pipe.sadd(f"{self.prefix}:workers:{queue}", hostname)
         pipe.execute()
 
     def unregister_worker(self, hostname: str, queues: list[str]) -> None:
         """Remove a stopping worker's marks."""
-        self.client.delete(*[f"{self.prefix}:workers:{queue}:{hostname}" for queue in queues])
+        pipe = self.client.pipeline()
+        for queue in queues:
+            pipe.delete(f"{self.prefix}:workers:{queue}:{hostname}")
+            pipe.srem(f"{self.prefix}:workers:{queue}", hostname)
+        pipe.execute()
 
     def write_heartbeat(self, instance: str, heartbeat: Heartbeat, ttl_s: float) -> None:
         """Store a worker instance's heartbeat, expiring after ttl_s seconds."""
@@ -168,9 +175,16 @@ class JobStore:
                                     px=max(1, int(ttl_s * 1000))))
 
     def workers(self, queue: str) -> list[str]:
-        """Return the hosts of live workers consuming queue."""
-        prefix = f"{self.prefix}:workers:{queue}:"
-        return [key[len(prefix):] for key in self.client.scan_iter(match=prefix + "*", count=1000)]
+        """Return the hosts of live workers consuming queue, and forget the hosts whose
+        mark has expired."""
+        hosts = sorted(self.client.smembers(f"{self.prefix}:workers:{queue}"))
+        if not hosts:
+            return []
+        marks = self.client.mget([f"{self.prefix}:workers:{queue}:{host}" for host in hosts])
+        gone = [host for host, mark in zip(hosts, marks) if mark is None]
+        if gone:
+            self.client.srem(f"{self.prefix}:workers:{queue}", *gone)
+        return [host for host, mark in zip(hosts, marks) if mark is not None]
 
     def create(self, spec: JobSpec, submitter: str | None = None, job_id: str | None = None,
                claim: Claim | None = None) -> JobRecord | None:

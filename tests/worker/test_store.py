@@ -177,3 +177,16 @@ def test_unreadable_record_skipped_in_list(store):
     assert [r.id for r in items] == [good.id]
     with pytest.raises(RecordUnreadable, match=f"job {bad.id} cannot be read"):
         store.get(bad.id)
+
+
+def test_live_workers_by_queue(store):
+    store.register_worker("cpu-1", ["cpu"], ttl_s=30)
+    store.register_worker("both-1", ["cpu", "gpu"], ttl_s=30)
+    assert store.workers("cpu") == ["both-1", "cpu-1"]
+    assert store.workers("gpu") == ["both-1"]
+    store.unregister_worker("both-1", ["cpu", "gpu"])
+    assert store.workers("cpu") == ["cpu-1"]
+    assert store.workers("gpu") == []
+    store.client.delete(f"{store.prefix}:workers:cpu:cpu-1")
+    assert store.workers("cpu") == []
+    assert store.client.smembers(f"{store.prefix}:workers:cpu") == set()
