@@ -52,7 +52,7 @@ from solvers.integration import make_rule
 from solvers.methods import MethodSpec, NNBasis
 from solvers.multicountry import MultiCountryModel
 from solvers.nn import ACTIVATIONS, resolve_device
-from solvers.sampled import build_optimizer
+from solvers.sampled import build_optimizer, take_step
 from solvers.solution import Solution
 
 logger = logging.getLogger(__name__)
@@ -396,10 +396,7 @@ def train(net: MultiCountryNet, euler: TorchEuler, rule: TrainingRule, sampler: 
     for step in range(1, algorithm.steps + 1):
         states = sampler.batch(batch_size)
         loss, batch_max = rule.loss(euler, net, states)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        schedule.step()
+        take_step(optimizer, schedule, loss)
 
         if step % ADVANCE_EVERY == 0:
             sampler.advance(net, ADVANCE_PERIODS)

@@ -42,7 +42,8 @@ from solvers.autodiff import torch_threads
 from solvers.control import SolveControl
 from solvers.growth import GrowthModel, Policy
 from solvers.quadrature import gauss_hermite
-from solvers.sampled import ADVANCE_EVERY, ADVANCE_PERIODS, REPORT_EVERY, StateSampler, build_optimizer
+from solvers.sampled import (ADVANCE_EVERY, ADVANCE_PERIODS, REPORT_EVERY, StateSampler, build_optimizer,
+                             take_step)
 from solvers.solution import Solution
 from solvers.methods import AdamAlgorithm, MethodSpec, NNBasis, SGDAlgorithm
 
@@ -302,10 +303,7 @@ def train(policy: SharePolicy, sampler: StateSampler, check: StabilityCheck,
         k, logz = sampler.batch()
         errors = model.euler_error(policy, k, logz, eps, weights)
         loss = (errors ** 2).mean()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        schedule.step()
+        take_step(optimizer, schedule, loss)
 
         if step == 1 or step % REPORT_EVERY == 0:
             control.report(step, float(errors.detach().abs().max()))

@@ -114,6 +114,15 @@ def build_optimizer(parameters, algorithm) -> tuple[torch.optim.Optimizer, torch
     return optimizer, schedule
 
 
+def take_step(optimizer: torch.optim.Optimizer, schedule: torch.optim.lr_scheduler.LRScheduler,
+              loss: torch.Tensor) -> None:
+    """Apply one optimizer step down the gradient of loss, then advance the learning-rate schedule."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    schedule.step()
+
+
 def clamped_policy(model: GrowthModel, torch_basis, theta: torch.Tensor):
     """Return c(k, log z) = Phi theta clamped into the FEASIBLE_SHARE interval of cash on hand."""
     def consumption(k: torch.Tensor, logz: torch.Tensor) -> torch.Tensor:
@@ -191,10 +200,7 @@ def train_linear(policy, theta: torch.nn.Parameter, sampler: StateSampler, eps: 
         loss = (errors ** 2).mean()
         if not torch.isfinite(loss):
             raise SolveDiverged(f"the batch loss became {float(loss)} at step {step}", step, float("inf"))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        schedule.step()
+        take_step(optimizer, schedule, loss)
 
         if step == 1 or step % REPORT_EVERY == 0:
             control.report(step, float(errors.detach().abs().max()))
