@@ -41,6 +41,10 @@ REPORT_PLOTS = (("box_max_log10-vs-n_params", "box_max_log10", "n_params"),
                 ("solve_s-vs-n_params", "solve_s", "n_params"),
                 ("peak_memory_mb-vs-n_params", "peak_memory_mb", "n_params"),
                 ("frontier", None, None))
+# The plots a sweep over several state dimensions d adds: error, time and parameter count.
+SCALING_PLOTS = (("path_max_log10-vs-dimension", "path_max_log10", "dimension"),
+                 ("solve_s-vs-dimension", "solve_s", "dimension"),
+                 ("n_params-vs-dimension", "n_params", "dimension"))
 
 
 class ServiceReplyError(RuntimeError):
@@ -147,6 +151,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="Worker processes (jobs run at once).")
     up.add_argument("--api-workers", type=process_count, default=1,
                     help="API processes (uvicorn workers); more serve more requests per second.")
+    up.add_argument("--worker-nice", type=nice_increment, default=19,
+                    help="Niceness of the worker (0-19, default 19): the API stays fast while "
+                    "jobs run, but solve times grow more while other programs use the CPU; "
+                    "0 shares the CPU equally.")
     up.add_argument("--redis-url", default=None, help="Redis to use if it responds "
                     "(default: EULERBENCH_REDIS_URL or REDIS_URL, else redis://127.0.0.1:6379/0); "
                     "otherwise a private redis-server is started.")
@@ -395,24 +403,50 @@ def write_report(client: httpx.Client, sweep_id: str, out: str | None, aggregate
         (folder / "results-aggregated.csv").write_bytes(reply.content)
         rows = rows_from_json(_json(client.get(f"/v1/sweeps/{sweep_id}/results",
                                                params={"format": "json", "aggregate": "true"})))
-    plots = _download_plots(client, sweep_id, folder)
+    dimensions = {row.get("dimension") for row in rows if row.get("dimension") is not None}
+    plots = _download_plots(client, sweep_id, folder,
+                            REPORT_PLOTS + (SCALING_PLOTS if len(dimensions) > 1 else ()))
 
     print(format_rows(rows, sweep["varied"], aggregated=aggregate))
+    written = "results.csv, results.json, results.parquet"
+    if len(dimensions) > 1:
+        _print_slopes(rows, sweep["varied"], folder / "slopes.csv")
+        written += ", slopes.csv"
     print(f"\nsweep {sweep_id} ({sweep.get('name') or 'unnamed'}): {sweep['status']}, "
           f"{_counts_text(sweep['counts'])}")
-    print(f"wrote results.csv, results.json, results.parquet{plots} to {folder}")
+    print(f"wrote {written}{plots} to {folder}")
     if client.get(f"/sweeps/{sweep_id}").status_code == 200:
         print(f"page: {client.base_url.join(f'/sweeps/{sweep_id}')}")
     return 0 if sweep["counts"].get("succeeded", 0) == len(sweep["job_ids"]) else 1
 
 
-def _download_plots(client: httpx.Client, sweep_id: str, folder: Path) -> str:
-    """Save the main plots as PNG files; return a note naming them for the summary line.
+def _print_slopes(rows: list[dict], varied: list[str], path: Path) -> None:
+    """Print, and write to path as CSV, the log-log slope b of solve time against the
+    dimension d per method (time ~ d^b), fitted over the jobs that succeeded."""
+    import csv
 
-    A service without plot endpoints (HTTP 404) gives no plots and no error.
+    from service.plots import loglog_slopes
+
+    slopes = loglog_slopes(rows, "dimension", varied)
+    width = max(len(series) for series in slopes)
+    print("\nlog-log slope b of solve time against the dimension d (solve time ~ d^b):")
+    for series, slope in slopes.items():
+        print(f"  {series:{width}}  " + ("n/a: fewer than two d" if slope is None else f"b = {slope:.2f}"))
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["series", "metric", "x", "slope"])
+        for series, slope in slopes.items():
+            writer.writerow([series, "solve_s", "dimension", "" if slope is None else f"{slope:.6g}"])
+
+
+def _download_plots(client: httpx.Client, sweep_id: str, folder: Path,
+                    plots: tuple = REPORT_PLOTS) -> str:
+    """Save plots, given as (file name, metric, x), as PNG files; return a note naming
+    them for the summary line. A service without plot endpoints (HTTP 404) gives no plots
+    and no error.
     """
     saved = []
-    for name, metric, x in REPORT_PLOTS:
+    for name, metric, x in plots:
         path = f"/v1/sweeps/{sweep_id}/plots/{metric or 'frontier'}.png"
         reply = client.get(path, params={"x": x} if x else None)
         if reply.status_code == 404:
@@ -680,7 +714,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     data_dir = None if args.no_persist else Path(args.data_dir)
     try:
         stack = start_stack(redis_url, port=args.port or None, concurrency=args.workers,
-                            api_workers=args.api_workers,
+                            api_workers=args.api_workers, worker_nice=args.worker_nice,
                             log_dir=Path(args.log_dir) if args.log_dir else None, data_dir=data_dir)
     except StackError as exc:
         print(f"error: {exc}", file=sys.stderr)

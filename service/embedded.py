@@ -26,9 +26,9 @@ import redis
 
 logger = logging.getLogger(__name__)
 
-# The embedded stack runs everything on one machine: its worker yields the CPU to the
-# API, so that submissions and reads stay fast while jobs run. Solve times change only
-# while the API is busy.
+# The embedded stack runs everything on one machine: by default its worker yields the
+# CPU to the API, so that submissions and reads stay fast while jobs run. Solve times
+# then grow more than at niceness 0 while anything else on the machine is busy.
 WORKER_NICE = 19
 
 
@@ -158,9 +158,10 @@ class Stack:
 
 def start_stack(redis_url: str, port: int | None = None, concurrency: int = 1,
                 log_dir: Path | None = None, data_dir: Path | None = None,
-                timeout_s: float = 60.0, api_workers: int = 1) -> Stack:
+                timeout_s: float = 60.0, api_workers: int = 1, worker_nice: int = WORKER_NICE) -> Stack:
     """Start Redis (unless one responds at redis_url), one worker with concurrency
-    processes and the API with api_workers processes; wait until all respond.
+    processes at niceness worker_nice and the API with api_workers processes; wait until
+    all respond.
 
     A private Redis keeps its append-only file in data_dir when one is given.
     """
@@ -181,7 +182,7 @@ def start_stack(redis_url: str, port: int | None = None, concurrency: int = 1,
     env = {**os.environ, "EULERBENCH_REDIS_URL": redis_url}
     stack = Stack(redis_url, f"http://127.0.0.1:{port}", processes, log_dir, data_lock)
     try:
-        for name, command in (("worker", worker_command(concurrency, nice=WORKER_NICE)),
+        for name, command in (("worker", worker_command(concurrency, nice=worker_nice)),
                               ("api", api_command("127.0.0.1", port, api_workers))):
             log = open(log_dir / f"{name}.log", "ab")
             stack.processes.append(subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT))

@@ -216,7 +216,8 @@ def _image(url: str, alt: str, element_id: str | None = None) -> str:
 def _slopes(rows: list[dict], varied: list[str]) -> str:
     """Return a table of the log-log slope of solve time per series against each numeric x."""
     table_rows = []
-    for x in numeric_fields(rows, varied) + ["n_params"]:
+    dimensions = {row.get("dimension") for row in rows if row.get("dimension") is not None}
+    for x in numeric_fields(rows, varied) + ["n_params"] + (["dimension"] if len(dimensions) > 1 else []):
         for series, slope in loglog_slopes(rows, x, varied).items():
             shown = _cell(slope, text="n/a: fewer than two points") if slope is None else _cell(round(slope, 3))
             table_rows.append([_cell(series), _cell(field_label(x)), shown])

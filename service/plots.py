@@ -79,10 +79,10 @@ LOG_Y_METRICS = frozenset({"setup_s", "solve_s", "evaluate_s", "total_s", "solve
                            "peak_gpu_memory_mb", "closed_form_max_rel"})
 
 FIELD_LABELS = {"n_params": "parameter count K", "n_conditions": "number of conditions M",
-                "method": "method", "seed": "seed"}
+                "method": "method", "seed": "seed", "dimension": "state dimension d"}
 
-# x choices beyond the varied fields: result columns that describe a method's size.
-EXTRA_X = ("n_params",)
+# x choices beyond the varied fields: result columns that describe a method's or model's size.
+EXTRA_X = ("n_params", "dimension")
 
 
 def metric_label(metric: str) -> str:
@@ -185,7 +185,7 @@ def metric_scales(rows: list[dict], metric: str, x: str) -> tuple[str, str]:
     """Return the x and y axis scales ("log" or "linear") that metric_plot uses.
 
     x is "log" when its plotted values are all positive numbers and either x is n_params
-    or they span more than a factor 10. y is "log" for a metric in LOG_Y_METRICS whose
+    or dimension (so that time ~ x^b is a line) or they span more than a factor 10. y is "log" for a metric in LOG_Y_METRICS whose
     plotted values are all positive and span more than a factor 10; over a narrower span
     a linear axis is easier to read.
     """
@@ -194,7 +194,7 @@ def metric_scales(rows: list[dict], metric: str, x: str) -> tuple[str, str]:
     y_values = [_number(row[metric]) for row in plotted]
 
     numeric_x = bool(plotted) and len(x_values) == len(plotted)
-    x_log = numeric_x and min(x_values) > 0 and (x == "n_params" or _spans_decade(x_values))
+    x_log = numeric_x and min(x_values) > 0 and (x in EXTRA_X or _spans_decade(x_values))
     y_log = metric in LOG_Y_METRICS and _spans_decade(y_values)
     return ("log" if x_log else "linear"), ("log" if y_log else "linear")
 
@@ -271,13 +271,23 @@ def series_label(row: dict, varied: list[str], exclude: Iterable[str]) -> str:
 def series_exclude(rows: list[dict], x: str, varied: list[str]) -> set[str]:
     """Return the varied fields that do not split series when plotting against x.
 
-    These are x itself and seed. Against n_params, the numeric method settings (degree,
-    width) are merged too, because they are what moves the parameter count.
+    These are x itself and seed. Against n_params and dimension, the numeric method
+    settings (degree, width) are merged too, because they are what moves the parameter
+    count. Against dimension, so is each varied field whose values match the dimensions
+    one to one (the number of countries).
     """
     exclude = {x, "seed"}
     if x in EXTRA_X:
         exclude |= {path for path in numeric_fields(rows, varied) if path.startswith("method.")}
+    if x == "dimension":
+        exclude |= {path for path in varied if path != "method" and _matches_one_to_one(rows, path, x)}
     return exclude
+
+
+def _matches_one_to_one(rows: list[dict], path: str, x: str) -> bool:
+    """Return True when the values of path and of x in rows determine each other."""
+    pairs = {(_format(row.get(path)), _format(row.get(x))) for row in rows}
+    return len(pairs) == len({value for value, _ in pairs}) == len({other for _, other in pairs})
 
 
 def _series_points(rows: list[dict], metric: str, x: str, varied: list[str], exclude: set[str],

@@ -1,9 +1,12 @@
 """multi_country jobs and sweeps through the HTTP API, with a real worker and Redis."""
 
+import math
 import time
 
 import httpx
 import pytest
+
+from service.cli import write_report
 
 MODEL = {"name": "multi_country", "params": {"countries": 2}}
 COMPLETE = {"basis": {"kind": "chebyshev", "product": "complete", "degree": 2}}
@@ -48,7 +51,7 @@ def test_oversize_multi_country_job_rejected(client):
     assert "EULERBENCH_MAX_PARAMS" in message
 
 
-def test_sweep_rows_have_sphere_and_dimension_columns(client):
+def test_sweep_rows_have_sphere_and_dimension_columns(client, tmp_path, capsys):
     reply = client.post("/v1/sweeps", json={"base": {"model": {"name": "multi_country"}, "method": COMPLETE},
                                             "grid": {"model.params.countries": [1, 2]}})
     assert reply.status_code == 202, reply.text
@@ -62,6 +65,16 @@ def test_sweep_rows_have_sphere_and_dimension_columns(client):
         assert row["sphere_0.1_max_log10"] < -3
         assert row["path_euler_max_log10"] == pytest.approx(row["path_max_log10"])
     assert rows[0]["closed_form_max_rel"] is None
+
+    assert write_report(client, reply.json()["id"], str(tmp_path), aggregate=False) == 0
+    for name in ("path_max_log10-vs-dimension", "solve_s-vs-dimension", "n_params-vs-dimension"):
+        assert (tmp_path / f"{name}.png").read_bytes().startswith(b"\x89PNG")
+    slopes = (tmp_path / "slopes.csv").read_text().splitlines()
+    assert slopes[0] == "series,metric,x,slope"
+    assert len(slopes) == 2
+    assert slopes[1].startswith("chebyshev-complete euler/least_squares/time_iteration,solve_s,dimension,")
+    assert math.isfinite(float(slopes[1].rsplit(",", 1)[1]))
+    assert "slope b of solve time against the dimension d" in capsys.readouterr().out
 
 
 def test_oversize_sweep_rejected_whole(client):
