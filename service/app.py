@@ -35,7 +35,7 @@ from worker.store import MAX_PAGE, JobNotFound, JobStateError, JobStore, RecordU
 logger = logging.getLogger(__name__)
 
 TASK_NAME = "eulerbench.run_job"
-# Seconds the API waits for one Redis reply before it answers 503.
+# Seconds the API waits for one Redis reply before it returns 503.
 STORE_SOCKET_TIMEOUT_S = 10.0
 
 
@@ -83,8 +83,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 @asynccontextmanager
 async def _warm_up(app: FastAPI) -> AsyncIterator[None]:
     """Open the Redis and broker connections and build Celery's message sender before the
-    first request, so that it is not slower than the rest; a broker that is down is
-    logged, and requests then get 503."""
+    first request, so that it is not slower than the rest.
+
+    A broker that is down is logged, and requests then get 503.
+    """
     try:
         app.state.store.ping()
         celery = app.state.celery

@@ -98,8 +98,10 @@ class IdempotencyStore:
         self.client.delete(claim.key)
 
     async def replay(self, claim: Claim, key: str, request_hash: str) -> dict[str, Any]:
-        """Return the reply stored under a claim that an earlier request holds, waiting
-        for it without holding the event loop; raise 422 or 409 as `submit` does."""
+        """Return the reply stored under a claim that an earlier request holds.
+
+        The wait does not block the event loop. Raises 422 or 409 as `submit` does.
+        """
         deadline = time.monotonic() + WAIT_S
         while (reply := self._stored_reply(claim.key, key, request_hash, deadline)) is None:
             await asyncio.sleep(POLL_S)

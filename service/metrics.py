@@ -18,7 +18,7 @@ running jobs are read again at each scrape, by their status alone.
 
 With several API processes (`eulerbench api --workers N`), each process writes its
 latency observations to files in `PROMETHEUS_MULTIPROC_DIR`, and `/metrics` from any of
-them sums the files of all, so one scrape sees the latency of every process.
+them sums the files of all, so one scrape reports the latency of every process.
 """
 
 from __future__ import annotations

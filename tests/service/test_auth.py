@@ -154,12 +154,14 @@ def test_cli_sends_key_from_option_or_environment(server, client, tmp_path):
     url = server[0]
     without = run_cli("jobs", "--url", url)
     assert without.returncode == 3
-    assert "HTTP 401" in without.stderr and "--key" in without.stderr
+    assert "HTTP 401" in without.stderr
+    assert "--key" in without.stderr
     assert run_cli("jobs", "--url", url, "--key", KEYS["alice"]).returncode == 0
     assert run_cli("jobs", "--url", url, env={"EULERBENCH_API_KEY": KEYS["alice"]}).returncode == 0
 
     job_id = client.post("/v1/jobs", json=SPEC, headers=auth("alice")).json()["id"]
     refused = run_cli("cancel", job_id, "--url", url, "--key", KEYS["bob"])
-    assert refused.returncode == 3 and "HTTP 403" in refused.stderr
+    assert refused.returncode == 3
+    assert "HTTP 403" in refused.stderr
     assert run_cli("cancel", job_id, "--url", url, "--key", KEYS["alice"]).returncode == 0
     assert client.get(f"/v1/jobs/{job_id}", headers=auth("alice")).json()["status"] == "cancelled"

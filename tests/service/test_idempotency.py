@@ -87,7 +87,7 @@ def test_sweep_retry_returns_same_sweep(client):
     assert client.post("/v1/sweeps", json=other, headers={"Idempotency-Key": "sweep-1"}).status_code == 422
 
 
-def test_key_is_released_when_the_broker_refuses_the_job(tmp_path):
+def test_broker_failure_releases_key(tmp_path):
     with api_server({}, tmp_path) as (url, redis_url):
         redis_client = redis.Redis.from_url(redis_url)
         with httpx.Client(base_url=url, timeout=30) as http:

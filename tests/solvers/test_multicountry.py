@@ -273,7 +273,7 @@ def test_path_subsample_spans_the_whole_path():
         scored_periods(10, 1)
 
 
-def test_subsampled_path_scores_fewer_points_of_the_same_path():
+def test_path_subsample_scores_fewer_points():
     model = MultiCountryModel(countries=1, delta=1.0)
     settings = {"algorithm": "fixed_grid", "basis": "chebyshev", "product": "tensor", "degree": 4}
     solution = solve_multicountry(model, settings, SolveControl(), seed=0)
