@@ -3,12 +3,14 @@
     python benchmarks/multicountry.py                       # N = 1, 2, 4, 6, 8, 10
     python benchmarks/multicountry.py --countries 2 4       # a shorter list
     python benchmarks/multicountry.py --path-periods 2000   # a shorter evaluation path
+    python benchmarks/multicountry.py --variables levels logs   # both coordinates of k
 
 Each row solves the default model (log utility, delta 0.025) with one method and reports
 the wall and CPU seconds of the solve alone, the iterations, K N, and the evaluator's
 log10 Euler errors on the simulated path (10,000 periods by default) with the
 evaluation rule (a Gauss-Hermite product for N <= 2, M2 above). The last lines fit
-`log(solve seconds) = a + b log(d)` per method over the N given, d = 2N.
+`log(solve seconds) = a + b log(d)` per method over the N given, d = 2N. With
+`--variables logs` the methods fit log k' on (log k, log a) instead of k' on (k, log a).
 """
 
 from __future__ import annotations
@@ -41,22 +43,26 @@ def main() -> None:
                         help="Numbers of countries N to run (d = 2N).")
     parser.add_argument("--path-periods", type=int, default=10_000,
                         help="Periods of the evaluation path after its 1,000 burn-in periods.")
+    parser.add_argument("--variables", nargs="+", choices=["levels", "logs"], default=["levels"],
+                        help="Coordinates of capital in the basis; each value runs every method.")
     args = parser.parse_args()
+    methods = [(name if variables == "levels" else f"{name}, logs", {**settings, "variables": variables})
+               for variables in args.variables for name, settings in METHODS]
 
     print(f"# {platform.processor() or platform.machine()}, Python {platform.python_version()}")
-    print(f"{'method':28} {'N':>3} {'d':>3} {'K N':>7} {'iter':>5} {'solve s':>8} {'cpu s':>7} "
+    print(f"{'method':34} {'N':>3} {'d':>3} {'K N':>7} {'iter':>5} {'solve s':>8} {'cpu s':>7} "
           f"{'path max':>9} {'path mean':>10} {'out':>6}")
-    times: dict[str, list[tuple[int, float]]] = {name: [] for name, _ in METHODS}
+    times: dict[str, list[tuple[int, float]]] = {name: [] for name, _ in methods}
     for countries in args.countries:
         model = MultiCountryModel(countries=countries)
-        for name, settings in METHODS:
+        for name, settings in methods:
             if math.comb(2 * countries + settings["degree"], settings["degree"]) > MAX_PARAMS_PER_COUNTRY:
-                print(f"{name:28} {countries:>3} skipped: more than {MAX_PARAMS_PER_COUNTRY} "
+                print(f"{name:34} {countries:>3} skipped: more than {MAX_PARAMS_PER_COUNTRY} "
                       f"coefficients per country")
                 continue
             row = _run(model, settings, args.path_periods)
             times[name].append((2 * countries, row["solve_s"]))
-            print(f"{name:28} {countries:>3} {2 * countries:>3} {row['n_params']:>7} "
+            print(f"{name:34} {countries:>3} {2 * countries:>3} {row['n_params']:>7} "
                   f"{row['iterations']:>5} {row['solve_s']:>8.2f} {row['cpu_s']:>7.2f} "
                   f"{row['path_max']:>9.2f} {row['path_mean']:>10.2f} {row['outside']:>6.3f}",
                   flush=True)
@@ -66,7 +72,7 @@ def main() -> None:
         if len(points) >= 2:
             d, seconds = np.array(points).T
             slope = np.polyfit(np.log(d), np.log(seconds), 1)[0]
-            print(f"  {name:28} b = {slope:.2f} over d = {', '.join(str(int(v)) for v in d)}")
+            print(f"  {name:34} b = {slope:.2f} over d = {', '.join(str(int(v)) for v in d)}")
 
 
 def _run(model: MultiCountryModel, settings: dict, path_periods: int) -> dict:

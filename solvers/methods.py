@@ -32,7 +32,18 @@ class BasisSettings(StrictModel):
         "the box are not extrapolated. Capital's lower end never goes below half the box's.")
 
 
-class PolynomialSettings(BasisSettings):
+class LinearBasisSettings(BasisSettings):
+    """Settings of the bases whose policy is linear in its coefficients theta."""
+
+    variables: Literal["levels", "logs"] = Field(
+        "levels", description="multi_country model only: 'levels' fits k' as a function of "
+        "(k, log a); 'logs' fits log k' as a function of (log k, log a), in which the "
+        "one-country closed form (delta = 1, log utility) is linear. From N = 2 levels gave "
+        "the smaller errors for complete and Smolyak polynomials, since each country's k' "
+        "then depends on world output, a sum of capital levels.")
+
+
+class PolynomialSettings(LinearBasisSettings):
     """Settings of the global polynomial bases."""
 
     degree: bounded(1, 40, integer=True) = Field(
@@ -78,7 +89,7 @@ class ChebyshevBasis(PolynomialSettings):
     kind: Literal["chebyshev"]
 
 
-class SplineBasis(BasisSettings):
+class SplineBasis(LinearBasisSettings):
     """Tensor-product B-splines, clamped at the domain's ends, with sparse matrices."""
 
     kind: Literal["spline"]

@@ -145,7 +145,8 @@ def solver_settings(model: MultiCountryModel, method) -> dict[str, Any]:
     """Return the settings dict of `solve_multicountry` for a linear-basis method."""
     basis, algorithm = method.basis, method.algorithm
     settings: dict[str, Any] = {"algorithm": "gssa" if algorithm.kind == "gssa" else "fixed_grid",
-                                "basis": basis.kind, "damping": algorithm.damping, "tol": algorithm.tol,
+                                "basis": basis.kind, "variables": basis.variables,
+                                "damping": algorithm.damping, "tol": algorithm.tol,
                                 "max_iterations": algorithm.max_iterations}
     if basis.kind == "spline":
         settings.update(product="tensor", n_basis=basis.n_basis, order=basis.order)

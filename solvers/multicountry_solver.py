@@ -62,6 +62,7 @@ BASES = ("chebyshev", "monomial", "spline")
 PRODUCTS = ("complete", "tensor", "smolyak")
 REGULARISATIONS = ("svd", "ridge")
 UPDATES = ("newton", "ratio")
+VARIABLES = ("logs", "levels")
 MAX_COMPLETE_DEGREE = 5
 MAX_TENSOR_DEGREE = 10
 MAX_SMOLYAK_LEVEL = 3
@@ -82,6 +83,7 @@ DEFAULTS: dict[str, Any] = {
     "n_basis": 5,
     "order": 3,
     "update": "newton",
+    "variables": "levels",
     "damping": 1.0,
     "anderson": 5,
     "tol": 1e-9,
@@ -101,14 +103,24 @@ DEFAULTS: dict[str, Any] = {
 class LinearPolicy:
     """The policy `k'(x) = Phi(x) theta`: a basis with K functions on 2N states and theta (K, N).
 
-    Calling it on states (n, 2N) returns k' (n, N), forming the basis matrix in batches of
-    at most ROWS_PER_BATCH rows and about MATRIX_ENTRIES values, so that memory stays bounded.
+    With variables "logs" the basis takes (log k, log a) and the policy is
+    `k'(x) = exp(Phi(log k, log a) theta)`; with "levels" it takes (k, log a) and returns
+    `Phi theta` itself. Calling the policy on states (n, 2N) ordered [k, log a] returns
+    k' (n, N), forming the basis matrix in batches of at most ROWS_PER_BATCH rows and about
+    MATRIX_ENTRIES values, so that memory stays bounded.
     """
 
-    def __init__(self, basis: TensorBasis, theta: np.ndarray):
+    def __init__(self, basis: TensorBasis, theta: np.ndarray, variables: str = "levels"):
         self.basis = basis
         self.theta = np.asarray(theta, dtype=float)
+        _check_choice("variables", variables, VARIABLES)
+        self.logs = variables == "logs"
         self._complete = _CompleteProducts(basis) if _is_complete(basis) else None
+
+    @property
+    def variables(self) -> str:
+        """"logs" or "levels": the coordinates of capital in the basis and of k' in the fit."""
+        return "logs" if self.logs else "levels"
 
     @property
     def n_params(self) -> int:
@@ -117,9 +129,26 @@ class LinearPolicy:
 
     def matrix(self, states: np.ndarray):
         """Return the (n, K) basis matrix at states (n, 2N): dense, or sparse CSR for splines."""
+        if self.logs:
+            states = to_basis_coordinates(states, "logs")
         if self._complete is not None:
             return self._complete.matrix(states)
         return self.basis.matrix(states)
+
+    def values(self, fitted: np.ndarray) -> np.ndarray:
+        """Return k' (n, N) from `Phi theta` (n, N): its exponential with variables "logs"."""
+        fitted = np.asarray(fitted)
+        return np.exp(fitted) if self.logs else fitted
+
+    def fit_values(self, k_next: np.ndarray, targets: np.ndarray) -> np.ndarray:
+        """Return what `Phi theta` should equal to move k' (n, N) to targets (n, N).
+
+        With "logs" this is `log k' + (target - k') / k'`, the same step taken in log k',
+        which stays finite when a Newton target is negative far from the solution.
+        """
+        if not self.logs:
+            return targets
+        return np.log(k_next) + (targets - k_next) / k_next
 
     def __call__(self, states: np.ndarray) -> np.ndarray:
         states = np.asarray(states, dtype=float)
@@ -127,14 +156,35 @@ class LinearPolicy:
         # rows at K = 841) cost seconds in page faults alone.
         rows = max(1, min(ROWS_PER_BATCH, MATRIX_ENTRIES // max(1, self.basis.n_params)))
         if states.shape[0] <= rows:
-            return np.asarray(self.matrix(states) @ self.theta)
-        return np.vstack([np.asarray(self.matrix(states[start:start + rows]) @ self.theta)
+            return self.values(self.matrix(states) @ self.theta)
+        return np.vstack([self.values(self.matrix(states[start:start + rows]) @ self.theta)
                           for start in range(0, states.shape[0], rows)])
 
     def to_parameters(self) -> dict[str, Any]:
         """Return JSON-ready data that `build_policy` turns back into this policy."""
         return {"kind": "multi_country_linear", "basis": _basis_record(self.basis),
-                "theta": self.theta.tolist()}
+                "variables": self.variables, "theta": self.theta.tolist()}
+
+
+def to_basis_coordinates(states: np.ndarray, variables: str) -> np.ndarray:
+    """Return states (n, 2N) ordered [k, log a] with the N capital columns in logs for "logs"."""
+    return _map_capital(states, variables, np.log)
+
+
+def from_basis_coordinates(points: np.ndarray, variables: str) -> np.ndarray:
+    """Invert `to_basis_coordinates`: points (n, 2N) with capital in logs back to [k, log a]."""
+    return _map_capital(points, variables, np.exp)
+
+
+def _map_capital(states: np.ndarray, variables: str, function) -> np.ndarray:
+    """Return a copy of states (n, 2N) with function applied to the first N columns for "logs"."""
+    if variables == "levels":
+        return states
+    states = np.array(states, dtype=float)
+    n = states.shape[1] // 2
+    with np.errstate(divide="ignore", invalid="ignore"):
+        states[:, :n] = function(states[:, :n])
+    return states
 
 
 class _CompleteProducts:
@@ -201,8 +251,13 @@ def complete_indices(n_states: int, degree: int) -> np.ndarray:
 
 
 def make_basis(model: MultiCountryModel, settings: dict[str, Any]) -> TensorBasis:
-    """Return the basis the settings name on the model's state box (see `solve_multicountry`)."""
+    """Return the basis the settings name on the model's state box (see `solve_multicountry`).
+
+    With variables "logs" the capital intervals of the box are taken in logs.
+    """
     bounds, d = model.bounds, model.n_states
+    if settings.get("variables", "levels") == "logs":
+        bounds = to_basis_coordinates(bounds.T, "logs").T
     kind, product = settings["basis"], settings["product"]
     if kind == "spline":
         return SplineBasis(bounds, [settings["n_basis"]] * d, order=settings["order"])
@@ -233,7 +288,7 @@ def build_policy(parameters: dict[str, Any]) -> LinearPolicy:
     if theta.shape[0] != basis.n_params:
         raise ValueError(f"stored theta has {theta.shape[0]} rows but the basis has K = "
                          f"{basis.n_params} functions; the parameters are inconsistent")
-    return LinearPolicy(basis, theta)
+    return LinearPolicy(basis, theta, parameters.get("variables", "levels"))
 
 
 class _BoundsOnly:
@@ -277,6 +332,7 @@ def resolve_settings(model: MultiCountryModel, settings: dict[str, Any] | None) 
     _check_choice("basis", resolved["basis"], BASES)
     _check_choice("product", resolved["product"], PRODUCTS)
     _check_choice("update", resolved["update"], UPDATES)
+    _check_choice("variables", resolved["variables"], VARIABLES)
     _check_choice("regularisation", resolved["regularisation"], REGULARISATIONS)
     _check_choice("rule", resolved["rule"], ("default",) + RULES)
     if resolved["basis"] == "spline":
@@ -568,19 +624,23 @@ def first_guess(model: MultiCountryModel, states: np.ndarray) -> np.ndarray:
     return 0.9 * k + 0.1 * model.kss * np.exp(loga)
 
 
-def fixed_grid_points(model: MultiCountryModel, basis: TensorBasis, settings: dict[str, Any],
+def fixed_grid_points(model: MultiCountryModel, policy: LinearPolicy, settings: dict[str, Any],
                       seed: int) -> np.ndarray:
-    """Return the fit points (M, 2N) of the fixed-grid algorithm (see the module docstring).
+    """Return the fit points (M, 2N), ordered [k, log a], of the fixed-grid algorithm.
 
     A complete basis gets the first 2^m points of a scrambled Sobol sequence seeded by
-    seed, with 2^m >= oversampling K, mapped into the state box.
+    seed, with 2^m >= oversampling K, mapped into the basis box; other bases their nodes.
+    With variables "logs" both are spread evenly in log k.
     """
-    if not _is_complete(basis):
-        return basis.nodes()
-    count = _fit_point_count(settings, basis.n_params)
-    unit = qmc.Sobol(model.n_states, scramble=True, seed=seed).random_base2(int(math.log2(count)))
-    low, high = model.bounds[:, 0], model.bounds[:, 1]
-    return low + unit * (high - low)
+    basis = policy.basis
+    if _is_complete(basis):
+        count = _fit_point_count(settings, basis.n_params)
+        unit = qmc.Sobol(model.n_states, scramble=True, seed=seed).random_base2(int(math.log2(count)))
+        low, high = basis.bounds[:, 0], basis.bounds[:, 1]
+        nodes = low + unit * (high - low)
+    else:
+        nodes = basis.nodes()
+    return from_basis_coordinates(nodes, policy.variables)
 
 
 def euler_targets(model: MultiCountryModel, policy, states: np.ndarray, k_next: np.ndarray,
@@ -622,8 +682,8 @@ def run_fixed_grid(model: MultiCountryModel, basis: TensorBasis, settings: dict[
                    rule: tuple[np.ndarray, np.ndarray], control: SolveControl, seed: int) -> dict:
     """Iterate the damped fixed-point update on a fixed grid; return the policy and diagnostics."""
     eps, weights = rule
-    points = fixed_grid_points(model, basis, settings, seed)
-    policy = LinearPolicy(basis, np.zeros((basis.n_params, model.countries)))
+    policy = LinearPolicy(basis, np.zeros((basis.n_params, model.countries)), settings["variables"])
+    points = fixed_grid_points(model, policy, settings, seed)
     matrix = policy.matrix(points)
     if isinstance(basis, SmolyakBasis):
         solver = SmolyakSolve(basis)
@@ -631,18 +691,20 @@ def run_fixed_grid(model: MultiCountryModel, basis: TensorBasis, settings: dict[
         solver = SparseSquareSolve(matrix)
     else:
         solver = Regression(matrix, settings["regularisation"], settings["penalty"])
-    policy.theta = solver.fit(first_guess(model, points))
+    guess = first_guess(model, points)
+    policy.theta = solver.fit(policy.fit_values(guess, guess))
 
     damping, tol = settings["damping"], settings["tol"]
     anderson = Anderson(settings["anderson"])
     iteration, change, converged, errors = 0, math.inf, False, None
     while iteration < settings["max_iterations"]:
         iteration += 1
-        k_next = np.asarray(matrix @ policy.theta)
+        k_next = policy.values(matrix @ policy.theta)
         targets, errors = euler_targets(model, policy, points, k_next, eps, weights,
                                         settings["update"])
-        fitted = solver.fit(targets)
-        change = float(np.max(np.abs(np.asarray(matrix @ fitted) - k_next) / k_next))
+        _check_finite(targets, iteration)
+        fitted = solver.fit(policy.fit_values(k_next, targets))
+        change = float(np.max(np.abs(policy.values(matrix @ fitted) - k_next) / k_next))
         damped = (1 - damping) * policy.theta + damping * fitted
         policy.theta = anderson.step(policy.theta, damped)
         control.report(iteration, change)
@@ -665,12 +727,13 @@ def run_gssa(model: MultiCountryModel, basis: TensorBasis, settings: dict[str, A
     eps, weights = rule
     shocks = _path_shocks(model, settings, seed)
     burn_in = int(settings["burn_in"])
-    policy = LinearPolicy(basis, np.zeros((basis.n_params, model.countries)))
+    policy = LinearPolicy(basis, np.zeros((basis.n_params, model.countries)), settings["variables"])
 
     guess = lambda x: first_guess(model, x)  # noqa: E731
     points = _simulate_checked(model, guess, shocks, burn_in, 0)
     regression = Regression(policy.matrix(points), settings["regularisation"], settings["penalty"])
-    policy.theta = regression.fit(first_guess(model, points))
+    k_guess = first_guess(model, points)
+    policy.theta = regression.fit(policy.fit_values(k_guess, k_guess))
 
     damping, tol = settings["damping"], settings["tol"]
     anderson = Anderson(settings["anderson"])
@@ -689,9 +752,10 @@ def run_gssa(model: MultiCountryModel, basis: TensorBasis, settings: dict[str, A
 
         matrix = policy.matrix(points)
         regression = Regression(matrix, settings["regularisation"], settings["penalty"])
-        targets, errors = euler_targets(model, policy, points, matrix @ policy.theta, eps, weights,
-                                        settings["update"])
-        damped = (1 - damping) * policy.theta + damping * regression.fit(targets)
+        k_next = policy.values(matrix @ policy.theta)
+        targets, errors = euler_targets(model, policy, points, k_next, eps, weights, settings["update"])
+        _check_finite(targets, iteration)
+        damped = (1 - damping) * policy.theta + damping * regression.fit(policy.fit_values(k_next, targets))
         policy.theta = anderson.step(policy.theta, damped)
         control.report(iteration, change if math.isfinite(change) else 1.0)
     return {"policy": policy, "iterations": iteration, "converged": converged, "change": change,
@@ -715,6 +779,14 @@ def _simulate_checked(model: MultiCountryModel, policy, shocks: np.ndarray, burn
         raise SolveDiverged(f"a simulated path became infeasible at period {stop} of iteration "
                             f"{iteration}; lower damping or the degree", iteration, None)
     return paths[burn_in:].reshape(-1, model.n_states)
+
+
+def _check_finite(targets: np.ndarray, iteration: int) -> None:
+    """Raise SolveDiverged when a target for k' is not finite (consumption fell to 0 or below)."""
+    if not np.all(np.isfinite(targets)):
+        raise SolveDiverged(f"the Euler targets for k' became non-finite at iteration {iteration} "
+                            "(consumption <= 0 at some point); lower damping or the degree",
+                            iteration, None)
 
 
 def _max_abs(errors: np.ndarray | None) -> float | None:

@@ -328,6 +328,9 @@ class JobSpec(StrictModel):
                              f"{method.objective.kind!r} is available for the multi_country model "
                              f"only; the {self.model.name} model takes the other algorithms of "
                              f"`eulerbench catalogue`")
+        if getattr(method.basis, "variables", "levels") != "levels":
+            raise ValueError(f"method.basis.variables 'logs' is available for the multi_country model "
+                             f"only; the {self.model.name} model takes 'levels'")
         if getattr(method.basis, "product", "tensor") in MULTI_COUNTRY_ONLY["product"]:
             raise ValueError(f"product 'smolyak' is available for the multi_country model only; "
                              f"valid choices for the {self.model.name} model: tensor, complete")
@@ -371,6 +374,8 @@ class JobSpec(StrictModel):
             name = f"grid {basis.points}"
         else:
             name = f"nn {basis.depth}x{basis.width} {basis.activation}"
+        if getattr(basis, "variables", "levels") == "logs":
+            name += " logs"
         defaults = _default_kinds(self.model.name, basis.kind, getattr(basis, "product", None))
         parts = [part.kind for part, default in zip((self.method.residual, self.method.objective,
                                                      self.method.algorithm), defaults)

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from solvers.bases import ChebyshevBasis, MonomialBasis, total_degree_indices
-from solvers.control import SolveControl
+from solvers.control import SolveControl, SolveDiverged
 from solvers.multicountry import MultiCountryModel
 from solvers.multicountry_evaluate import evaluate, scored_periods
 from solvers.multicountry_solver import (
@@ -160,6 +160,41 @@ def test_policy_rebuilds_from_parameters():
     assert np.array_equal(rebuilt(states), policy(states))
 
 
+def test_policy_in_logs_rebuilds_from_parameters():
+    model = MultiCountryModel(countries=2)
+    basis = make_basis(model, resolve_settings(model, {"degree": 2, "variables": "logs"}))
+    theta = np.random.default_rng(0).standard_normal((basis.n_params, 2)) * 0.1
+    policy = LinearPolicy(basis, theta, "logs")
+    rebuilt = build_policy(policy.to_parameters())
+    states = box_sample(model, 10)
+    assert rebuilt.variables == "logs"
+    assert np.array_equal(rebuilt(states), policy(states))
+
+
+def test_logs_basis_box_is_log_of_capital_interval():
+    model = MultiCountryModel(countries=2)
+    basis = make_basis(model, resolve_settings(model, {"variables": "logs"}))
+    expected = model.bounds.copy()
+    expected[:2] = np.log(expected[:2])
+    np.testing.assert_allclose(basis.bounds, expected, rtol=0, atol=1e-15)
+
+
+def test_logs_policy_is_exponential_of_linear_form():
+    # theta = e_0 picks the constant Chebyshev polynomial, so k' = exp(1) everywhere.
+    model = MultiCountryModel(countries=1)
+    basis = make_basis(model, resolve_settings(model, {"degree": 2, "variables": "logs"}))
+    theta = np.zeros((basis.n_params, 1))
+    theta[0] = 1.0
+    values = LinearPolicy(basis, theta, "logs")(box_sample(model, 5))
+    np.testing.assert_allclose(values, np.e, rtol=1e-15)
+
+
+def test_unknown_variables_rejected():
+    model = MultiCountryModel(countries=1)
+    with pytest.raises(ValueError, match="variables must be one of 'logs', 'levels'; got 'log'"):
+        resolve_settings(model, {"variables": "log"})
+
+
 def test_estimate_size_counts_parameters():
     model = MultiCountryModel(countries=2)
     assert estimate_size(model, {"degree": 3})[0] == 35 * 2
@@ -223,6 +258,33 @@ def test_tensor_methods_recover_closed_form_n1(settings):
     solution = solve_multicountry(model, settings, SolveControl(), seed=0)
     accuracy = evaluate(model, solution.policy, box_count=500, path_periods=1_000, sphere_count=50)
     assert accuracy.closed_form_max_rel_distance < 1e-6
+
+
+# In logs the one-country closed form log k' = log(alpha beta A) + log a + alpha log k is
+# in every basis, so each method recovers it up to its stopping rule, in the corners of
+# the box and in the path's tails too. (From N = 2, k' is world output times a share.)
+@pytest.mark.parametrize("settings, limit", [
+    ({"algorithm": "fixed_grid", "degree": 2}, 1e-10),
+    ({"algorithm": "fixed_grid", "basis": "monomial", "degree": 3}, 1e-10),
+    ({"algorithm": "gssa", "degree": 2}, 1e-8),
+    ({"algorithm": "fixed_grid", "product": "tensor", "degree": 3}, 1e-10),
+    ({"algorithm": "fixed_grid", "product": "smolyak", "level": 2}, 1e-10),
+    ({"algorithm": "fixed_grid", "basis": "spline", "product": "tensor", "n_basis": 6}, 1e-10),
+])
+def test_logs_recover_closed_form_exactly(settings, limit):
+    model = MultiCountryModel(countries=1, delta=1.0)
+    solution = solve_multicountry(model, {**settings, "variables": "logs"}, SolveControl(), seed=0)
+    accuracy = evaluate(model, solution.policy, box_count=300, path_periods=1_000, sphere_count=20)
+    assert accuracy.closed_form_max_rel_distance < limit
+    assert accuracy.closed_form_path_max_rel_distance < limit
+
+
+def test_diverging_fixed_grid_raises_solve_diverged():
+    # The undamped ratio update overshoots at N = 2 until consumption turns negative.
+    model = MultiCountryModel(countries=2)
+    settings = {"algorithm": "fixed_grid", "update": "ratio", "damping": 1.0, "anderson": 0}
+    with pytest.raises(SolveDiverged, match="non-finite at iteration"):
+        solve_multicountry(model, settings, SolveControl(), seed=0)
 
 
 def test_tensor_spline_runs_at_d_4():

@@ -67,6 +67,14 @@ def test_gssa_and_smolyak_rejected_for_growth():
     assert "multi_country model only" in str(smolyak.value)
 
 
+def test_logs_rejected_for_growth_and_named_in_summary():
+    with pytest.raises(ValidationError) as error:
+        JobSpec.model_validate({"method": {"basis": {"kind": "chebyshev", "variables": "logs"}}})
+    assert "multi_country model only; the growth model takes 'levels'" in str(error.value)
+    spec = job({"basis": {"kind": "chebyshev", "product": "complete", "degree": 3, "variables": "logs"}})
+    assert spec.summary().startswith("chebyshev deg 3 complete logs")
+
+
 @pytest.mark.parametrize("params, fragment", [
     ({"countries": 101}, "100"),
     ({"countries": 3, "gamma": [1.0, 2.0]}, "tuple of 3"),
@@ -158,6 +166,16 @@ def test_closed_form_recovered_by_linear_methods(method, box_tolerance, path_tol
     closed_form = outcome.fields["errors"]["closed_form"]
     assert closed_form["max_rel_distance"] <= box_tolerance
     assert closed_form["path_max_rel_distance"] <= path_tolerance
+
+
+def test_gssa_in_logs_recovers_closed_form_through_run_spec():
+    method = {"basis": {"kind": "chebyshev", "product": "complete", "degree": 5, "variables": "logs"},
+              "algorithm": {"kind": "gssa"}}
+    outcome = run_spec(job(method, **CLOSED_FORM))
+    assert outcome.status == "succeeded", outcome.fields.get("error")
+    closed_form = outcome.fields["errors"]["closed_form"]
+    assert closed_form["max_rel_distance"] <= 1e-8
+    assert closed_form["path_max_rel_distance"] <= 1e-8
 
 
 def test_nn_recovers_closed_form_quickly():
