@@ -114,7 +114,8 @@ class MultiCountryNet(torch.nn.Module):
 
 def resources(model: MultiCountryModel, k: torch.Tensor, loga: torch.Tensor) -> torch.Tensor:
     """Return each country's output plus undepreciated capital, the shape of k."""
-    return model.A * torch.exp(loga) * k ** model.alpha + (1 - model.delta) * k
+    # exp and log instead of pow, whose forward and backward cost 4 times as much on CPU.
+    return model.A * torch.exp(loga + model.alpha * torch.log(k)) + (1 - model.delta) * k
 
 
 class TorchEuler:
@@ -130,6 +131,7 @@ class TorchEuler:
         self.gammas = torch.as_tensor(model.gammas, dtype=dtype, device=device)
         self.log_tau = torch.as_tensor(np.log(model.tau), dtype=dtype, device=device)
         self.one_gamma = bool(np.all(model.gammas == model.gammas[0]))
+        self.log_utility = bool(np.all(model.gammas == 1.0))
         share = np.exp(np.log(model.tau) / model.gammas[0])
         self.shares = torch.as_tensor(share / share.sum(), dtype=dtype, device=device)
 
@@ -183,11 +185,15 @@ class TorchEuler:
         c_next = c_next.reshape(rows, nodes, n)
         k_next_next = k_next_next.reshape(rows, nodes, n)
 
-        gross_return = 1 - model.delta + model.alpha * model.A * torch.exp(loga_next) * k_rep ** (model.alpha - 1)
+        log_k_next = torch.log(k_next)[:, None, :]
+        gross_return = 1 - model.delta + model.alpha * model.A * torch.exp(loga_next + (model.alpha - 1) * log_k_next)
         if model.phi != 0.0:
             gross_return = gross_return + 0.5 * model.phi * ((k_next_next / k_rep) ** 2 - 1)
         marginal_cost = 1 + model.phi * (k_next / k - 1)
-        discount = (c_next / c[:, None, :]) ** (-self.gammas)
+        if self.log_utility:
+            discount = c[:, None, :] / c_next
+        else:
+            discount = torch.exp(-self.gammas * (torch.log(c_next) - torch.log(c)[:, None, :]))
         return model.beta * discount * gross_return / marginal_cost[:, None, :]
 
 
