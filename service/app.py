@@ -285,6 +285,12 @@ def _enqueue(app: FastAPI, record: JobRecord) -> None:
         logger.error("job %s could not be queued: %s", record.id, exc)
         app.state.store.finish(record.id, "failed", {"error": f"could not be queued: {exc}"})
         raise HTTPException(503, f"the broker is unavailable; job {record.id} was not queued") from exc
+    try:
+        app.state.store.mark_sent(record.id)
+    except RedisError as exc:
+        # The job is on the broker, so the reply stays 202. The worker clears the mark when
+        # the job starts, or else the sweeper sends a spare message that the worker drops.
+        logger.warning("job %s queued, but its unsent mark stays: %s", record.id, exc)
     logger.info("job %s queued on %s", record.id, queue)
 
 

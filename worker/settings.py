@@ -61,6 +61,10 @@ class Settings(BaseSettings):
         "its running jobs are queued again, or failed once they have used max_attempts. It "
         "bounds how long a job waits after its whole worker was killed; it must be at least "
         "twice heartbeat_interval_s.")
+    unsent_after_s: float = Field(
+        60.0, gt=0, description="Seconds after its creation at which the stale-job sweeper "
+        "sends the message of a queued job that the API never sent, because its process "
+        "stopped between writing the record and sending. A job sent twice runs once.")
     max_value_bytes: int = Field(
         16 * 2**20, ge=1024, description="Largest Redis value the job store writes, in bytes. A "
         "fitted policy larger than this is not stored (the record says so), and a record over it "

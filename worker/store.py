@@ -199,7 +199,7 @@ class JobStore:
             pipe = self.client.pipeline()
             self._add_job(pipe, record)
             pipe.execute()
-        elif not self._create_claimed(claim, self._index_keys(record), self._key(record.id),
+        elif not self._create_claimed(claim, self._creation_keys(record), self._key(record.id),
                                       record.model_dump_json(), record.created_at.timestamp(), record.id):
             return None
         logger.info("job %s created: %s", record.id, spec.summary())
@@ -210,12 +210,29 @@ class JobStore:
         return [self._index(), self._index("model", record.spec.model.name),
                 self._index("basis", record.spec.method.basis.kind)]
 
+    def _creation_keys(self, record: JobRecord) -> list[str]:
+        """Return the sorted sets a new record enters: its indexes and the set of unsent jobs."""
+        return [*self._index_keys(record), self._index("unsent")]
+
     def _add_job(self, pipe: redis.client.Pipeline, record: JobRecord) -> None:
         """Queue the writes of a new record and its index entries on pipe."""
         score = record.created_at.timestamp()
         pipe.set(self._key(record.id), record.model_dump_json())
-        for index in self._index_keys(record):
+        for index in self._creation_keys(record):
             pipe.zadd(index, {record.id: score})
+
+    def mark_sent(self, job_id: str) -> None:
+        """Remove a job from the set of unsent jobs once its message is on the broker."""
+        self.client.zrem(self._index("unsent"), job_id)
+
+    def unsent_ids(self, created_before: float) -> list[str]:
+        """Return the jobs created before that Unix time whose message was never sent.
+
+        Every new job enters this set with its record. The API removes it after sending
+        the job's message and the worker when the job starts, so an entry that stays
+        means the API process stopped between writing the record and sending.
+        """
+        return self.client.zrangebyscore(self._index("unsent"), "-inf", created_before)
 
     def _create_claimed(self, claim: Claim, indexes: list[str], key: str, value: str,
                         score: float, job_id: str) -> bool:
@@ -405,6 +422,7 @@ class JobStore:
                 "started_at": utcnow(), "progress": None})
 
         def after(pipe: redis.client.Pipeline, updated: JobRecord) -> None:
+            pipe.zrem(self._index("unsent"), job_id)
             if updated.status == "running":
                 pipe.sadd(self._index("running"), job_id)
             else:
@@ -617,5 +635,6 @@ class JobStore:
         pipe.zrem(self._index(), job_id)
         pipe.zrem(self._index("model", record.spec.model.name), job_id)
         pipe.zrem(self._index("basis", record.spec.method.basis.kind), job_id)
+        pipe.zrem(self._index("unsent"), job_id)
         pipe.execute()
         logger.info("job %s deleted", job_id)

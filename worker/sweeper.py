@@ -1,4 +1,5 @@
-"""The stale-job sweeper: queue again the running jobs whose worker process is gone.
+"""The stale-job sweeper: queue again the running jobs whose worker process is gone, and
+send the queued jobs whose message the API never sent.
 
 When a pool process is killed, Celery's main process puts the message back on the queue
 at once (late acknowledgement with `reject_on_worker_lost`). When the whole worker is
@@ -14,11 +15,18 @@ A crash between the two steps leaves at worst a spare message, which `JobStore.s
 drops while another attempt runs or once the job has ended. A job that has used
 `max_attempts` is recorded as failed instead. The dead worker's old message comes back
 after the visibility timeout, and `JobStore.start` drops it in the same way.
+
+A job also waits forever when the API process stops after writing its record and
+before sending its message. Every new job therefore enters a set of unsent jobs, which
+the API leaves once the message is sent and the worker once the job starts
+(`JobStore.unsent_ids`). The sweeper sends the jobs still in it `unsent_after_s` after
+their creation. A job sent twice this way runs once, for the reason above.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 
 import redis
 from celery import Celery
@@ -58,13 +66,38 @@ class Sweeper:
             return {}
 
     def sweep(self) -> dict[str, str]:
-        """Judge every job in the set of running jobs; return {job_id: new status}."""
+        """Judge every running job and send every unsent one; return {job_id: status after}."""
         changed = {}
         for job_id in self.store.running_ids():
             status = self._sweep_job(job_id)
             if status is not None:
                 changed[job_id] = status
+
+        created_before = time.time() - self.settings.unsent_after_s
+        for job_id in self.store.unsent_ids(created_before):
+            if self._send_unsent(job_id):
+                changed[job_id] = "queued"
         return changed
+
+    def _send_unsent(self, job_id: str) -> bool:
+        """Send the message of a queued job that has none; return True when it was sent."""
+        try:
+            record = self.store.get(job_id)
+        except JobNotFound:
+            self.store.mark_sent(job_id)
+            return False
+        except RecordUnreadable as exc:
+            logger.error("sweeper: unsent job %s skipped: %s", job_id, exc)
+            return False
+        if record.status != "queued":
+            self.store.mark_sent(job_id)
+            return False
+        if not self._send(record):
+            return False
+        self.store.mark_sent(job_id)
+        logger.warning("sweeper: job %s sent; it was queued at %s but its message was never sent",
+                       job_id, record.created_at.isoformat())
+        return True
 
     def _sweep_job(self, job_id: str) -> str | None:
         """Queue or fail one job if its attempt's process is gone; return its new status."""

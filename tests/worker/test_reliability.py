@@ -35,6 +35,7 @@ from worker.sweeper import Sweeper
 
 HEARTBEAT_S = 1.0
 STALE_AFTER_S = 4.0
+UNSENT_AFTER_S = 2.0
 LONG_NN = {"method": {"basis": {"kind": "nn", "width": 16},
                       "algorithm": {"kind": "adam", "steps": 1_000_000}}}
 SHORT = {"method": {"basis": {"kind": "spline", "n_basis": 10}}}
@@ -86,6 +87,7 @@ class Cluster:
                 "EULERBENCH_KEY_PREFIX": self.prefix,
                 "EULERBENCH_HEARTBEAT_INTERVAL_S": str(HEARTBEAT_S),
                 "EULERBENCH_STALE_AFTER_S": str(STALE_AFTER_S),
+                "EULERBENCH_UNSENT_AFTER_S": str(UNSENT_AFTER_S),
                 "EULERBENCH_STORE_RETRY_S": "60"}
 
     def _spawn(self, name: str, command: list[str]) -> tuple[subprocess.Popen, Path]:
@@ -270,6 +272,51 @@ def test_sweeper_requeues_once_then_fails(private_redis):
     assert store.running_ids() == []
 
 
+def queued_job_ids(store: JobStore, queue: str = "cpu") -> list[str]:
+    """Return the job id of each message waiting in a Celery queue on the store's Redis."""
+    messages = [json.loads(m) for m in store.client.lrange(queue, 0, -1)]
+    return [json.loads(base64.b64decode(m["body"]))[0][0] for m in messages]
+
+
+def test_sweeper_sends_unsent_jobs(private_redis):
+    settings = Settings(unsent_after_s=0.5)
+    store = JobStore.from_url(private_redis, "unsent")
+    sweeper = Sweeper(store, create_celery(private_redis), settings, holder="sweeper")
+    orphan = store.create(JobSpec.model_validate(SHORT))
+    started = store.create(JobSpec.model_validate(SHORT))
+    store.start(started.id, worker="celery@live/0123456789ab/1")
+    cancelled = store.create(JobSpec.model_validate(SHORT))
+    assert store.cancel_queued(cancelled.id)
+
+    # Younger than unsent_after_s: the API may still be sending.
+    assert sweeper.sweep() == {}
+    assert store.unsent_ids(time.time()) == sorted([orphan.id, cancelled.id])
+
+    time.sleep(settings.unsent_after_s + 0.1)
+    assert sweeper.sweep() == {orphan.id: "queued"}
+    assert queued_job_ids(store) == [orphan.id]
+    assert store.get(orphan.id).status == "queued"
+    assert store.unsent_ids(time.time()) == []
+
+    # Sent once: later rounds send nothing more.
+    assert sweeper.sweep() == {}
+    assert queued_job_ids(store) == [orphan.id]
+
+
+def test_api_submission_leaves_no_unsent_mark(private_redis, tmp_path):
+    cluster = Cluster(private_redis, tmp_path)
+    try:
+        cluster.start_api()
+        with httpx.Client(base_url=cluster.api_url, timeout=30) as http:
+            job_id = submit(http, SHORT)
+        store = cluster.store()
+        assert store.get(job_id).status == "queued"
+        assert queued_job_ids(store) == [job_id]
+        assert store.unsent_ids(time.time()) == []
+    finally:
+        cluster.stop()
+
+
 # Real worker processes, real HTTP.
 
 def test_pickle_message_rejected(cluster, client, tmp_path):
@@ -331,6 +378,19 @@ def test_duplicate_delivery_keeps_first_result(cluster, client):
     assert last["timings"] == first["timings"]
     assert last["attempts"] == 1
     assert cluster.workers[0].log_text().count(f"job {record.id} finished: succeeded") == 1
+
+
+def test_job_never_sent_runs_after_sweep(cluster, client):
+    # The record the API writes before it sends the message, as if it stopped in between.
+    record = cluster.store().create(JobSpec.model_validate(SHORT))
+
+    done = wait_ended(client, record.id, timeout_s=60)
+
+    assert done["status"] == "succeeded"
+    assert done["attempts"] == 1
+    assert cluster.store().unsent_ids(time.time()) == []
+    log = cluster.workers[0].log_text()
+    assert f"job {record.id} sent; it was queued at" in log
 
 
 @pytest.mark.slow
