@@ -10,28 +10,29 @@ the wall and CPU seconds of the solve alone, the iterations, K N, and the evalua
 log10 Euler errors on the simulated path (10,000 periods by default) with the
 evaluation rule (a Gauss-Hermite product for N <= 2, M2 above). The last lines fit
 `log(solve seconds) = a + b log(d)` per method over the N given, d = 2N. With
-`--variables logs` the methods fit log k' on (log k, log a) instead of k' on (k, log a).
+`--variables logs` the methods fit log k' on (log k, log a), and with `levels` k' on
+(k, log a); the default `auto` takes logs at N = 1 and levels above.
 """
 
 from __future__ import annotations
 
 import argparse
-import math
 import platform
 import time
 
 import numpy as np
 
-from solvers.control import SolveControl
+from solvers.control import SolveControl, SolveStopped
 from solvers.multicountry import MultiCountryModel
 from solvers.multicountry_evaluate import evaluate
-from solvers.multicountry_solver import solve_multicountry
+from solvers.multicountry_solver import estimate_size, solve_multicountry
 
 METHODS = [
     ("fixed grid, complete deg 2", {"algorithm": "fixed_grid", "degree": 2}),
     ("fixed grid, complete deg 3", {"algorithm": "fixed_grid", "degree": 3}),
     ("gssa, complete deg 2", {"algorithm": "gssa", "degree": 2}),
     ("gssa, complete deg 3", {"algorithm": "gssa", "degree": 3}),
+    ("fixed grid, smolyak level 2", {"algorithm": "fixed_grid", "product": "smolyak", "level": 2}),
 ]
 MAX_PARAMS_PER_COUNTRY = 1_000  # rows with more coefficients per country are skipped (minutes each)
 
@@ -43,26 +44,31 @@ def main() -> None:
                         help="Numbers of countries N to run (d = 2N).")
     parser.add_argument("--path-periods", type=int, default=10_000,
                         help="Periods of the evaluation path after its 1,000 burn-in periods.")
-    parser.add_argument("--variables", nargs="+", choices=["levels", "logs"], default=["levels"],
-                        help="Coordinates of capital in the basis; each value runs every method.")
+    parser.add_argument("--variables", nargs="+", choices=["auto", "levels", "logs"], default=["auto"],
+                        help="Coordinates of capital in the basis (auto: logs at N = 1, levels "
+                        "above); each value runs every method.")
     args = parser.parse_args()
-    methods = [(name if variables == "levels" else f"{name}, logs", {**settings, "variables": variables})
+    methods = [(name if variables == "auto" else f"{name}, {variables}", {**settings, "variables": variables})
                for variables in args.variables for name, settings in METHODS]
 
     print(f"# {platform.processor() or platform.machine()}, Python {platform.python_version()}")
-    print(f"{'method':34} {'N':>3} {'d':>3} {'K N':>7} {'iter':>5} {'solve s':>8} {'cpu s':>7} "
+    print(f"{'method':36} {'N':>3} {'d':>3} {'K N':>7} {'iter':>5} {'solve s':>8} {'cpu s':>7} "
           f"{'path max':>9} {'path mean':>10} {'out':>6}")
     times: dict[str, list[tuple[int, float]]] = {name: [] for name, _ in methods}
     for countries in args.countries:
         model = MultiCountryModel(countries=countries)
         for name, settings in methods:
-            if math.comb(2 * countries + settings["degree"], settings["degree"]) > MAX_PARAMS_PER_COUNTRY:
-                print(f"{name:34} {countries:>3} skipped: more than {MAX_PARAMS_PER_COUNTRY} "
+            if estimate_size(model, settings)[0] > MAX_PARAMS_PER_COUNTRY * countries:
+                print(f"{name:36} {countries:>3} skipped: more than {MAX_PARAMS_PER_COUNTRY} "
                       f"coefficients per country")
                 continue
-            row = _run(model, settings, args.path_periods)
+            try:
+                row = _run(model, settings, args.path_periods)
+            except SolveStopped as exc:
+                print(f"{name:36} {countries:>3} {type(exc).__name__}: {exc}", flush=True)
+                continue
             times[name].append((2 * countries, row["solve_s"]))
-            print(f"{name:34} {countries:>3} {2 * countries:>3} {row['n_params']:>7} "
+            print(f"{name:36} {countries:>3} {2 * countries:>3} {row['n_params']:>7} "
                   f"{row['iterations']:>5} {row['solve_s']:>8.2f} {row['cpu_s']:>7.2f} "
                   f"{row['path_max']:>9.2f} {row['path_mean']:>10.2f} {row['outside']:>6.3f}",
                   flush=True)
@@ -72,7 +78,7 @@ def main() -> None:
         if len(points) >= 2:
             d, seconds = np.array(points).T
             slope = np.polyfit(np.log(d), np.log(seconds), 1)[0]
-            print(f"  {name:34} b = {slope:.2f} over d = {', '.join(str(int(v)) for v in d)}")
+            print(f"  {name:36} b = {slope:.2f} over d = {', '.join(str(int(v)) for v in d)}")
 
 
 def _run(model: MultiCountryModel, settings: dict, path_periods: int) -> dict:

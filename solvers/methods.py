@@ -35,12 +35,13 @@ class BasisSettings(StrictModel):
 class LinearBasisSettings(BasisSettings):
     """Settings of the bases whose policy is linear in its coefficients theta."""
 
-    variables: Literal["levels", "logs"] = Field(
-        "levels", description="multi_country model only: 'levels' fits k' as a function of "
-        "(k, log a); 'logs' fits log k' as a function of (log k, log a), in which the "
-        "one-country closed form (delta = 1, log utility) is linear. From N = 2 levels gave "
-        "the smaller errors for complete and Smolyak polynomials, since each country's k' "
-        "then depends on world output, a sum of capital levels.")
+    variables: Literal["auto", "levels", "logs"] = Field(
+        "auto", description="'levels' fits k' as a function of (k, log a), and 'logs' fits "
+        "log k' as a function of (log k, log a), in which the one-country closed form "
+        "(delta = 1, log utility) is linear (multi_country model only). 'auto': logs at "
+        "N = 1, where they gave the smaller path errors for most bases, and levels from "
+        "N = 2, where each k' depends on world output, a sum of capital levels; levels for "
+        "the other models.")
 
 
 class PolynomialSettings(LinearBasisSettings):

@@ -328,7 +328,7 @@ class JobSpec(StrictModel):
                              f"{method.objective.kind!r} is available for the multi_country model "
                              f"only; the {self.model.name} model takes the other algorithms of "
                              f"`eulerbench catalogue`")
-        if getattr(method.basis, "variables", "levels") != "levels":
+        if getattr(method.basis, "variables", "auto") == "logs":
             raise ValueError(f"method.basis.variables 'logs' is available for the multi_country model "
                              f"only; the {self.model.name} model takes 'levels'")
         if getattr(method.basis, "product", "tensor") in MULTI_COUNTRY_ONLY["product"]:
@@ -374,7 +374,7 @@ class JobSpec(StrictModel):
             name = f"grid {basis.points}"
         else:
             name = f"nn {basis.depth}x{basis.width} {basis.activation}"
-        if getattr(basis, "variables", "levels") == "logs":
+        if getattr(basis, "variables", "auto") == "logs":
             name += " logs"
         defaults = _default_kinds(self.model.name, basis.kind, getattr(basis, "product", None))
         parts = [part.kind for part, default in zip((self.method.residual, self.method.objective,

@@ -191,8 +191,15 @@ def test_logs_policy_is_exponential_of_linear_form():
 
 def test_unknown_variables_rejected():
     model = MultiCountryModel(countries=1)
-    with pytest.raises(ValueError, match="variables must be one of 'logs', 'levels'; got 'log'"):
+    with pytest.raises(ValueError, match="variables must be one of 'auto', 'logs', 'levels'; got 'log'"):
         resolve_settings(model, {"variables": "log"})
+
+
+@pytest.mark.parametrize("countries, expected", [(1, "logs"), (2, "levels"), (10, "levels")])
+def test_auto_variables_follow_countries(countries, expected):
+    model = MultiCountryModel(countries=countries)
+    assert resolve_settings(model, {})["variables"] == expected
+    assert resolve_settings(model, {"variables": "levels"})["variables"] == "levels"
 
 
 def test_estimate_size_counts_parameters():
