@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 
 import redis
 from celery import Celery
@@ -79,20 +80,27 @@ class Sweeper:
                 changed[job_id] = "queued"
         return changed
 
-    def _send_unsent(self, job_id: str) -> bool:
-        """Send the message of a queued job that has none; return True when it was sent."""
+    def _record_if(self, job_id: str, status: str, forget: Callable[[str], None]) -> JobRecord | None:
+        """Return the job's record while it has status; otherwise call forget(job_id), which
+        removes it from the set being swept, and return None. An unreadable record is logged
+        and left in the set."""
         try:
             record = self.store.get(job_id)
         except JobNotFound:
-            self.store.mark_sent(job_id)
-            return False
+            forget(job_id)
+            return None
         except RecordUnreadable as exc:
-            logger.error("sweeper: unsent job %s skipped: %s", job_id, exc)
-            return False
-        if record.status != "queued":
-            self.store.mark_sent(job_id)
-            return False
-        if not self._send(record):
+            logger.error("sweeper: %s job %s skipped: %s", status, job_id, exc)
+            return None
+        if record.status != status:
+            forget(job_id)
+            return None
+        return record
+
+    def _send_unsent(self, job_id: str) -> bool:
+        """Send the message of a queued job that has none; return True when it was sent."""
+        record = self._record_if(job_id, "queued", self.store.mark_sent)
+        if record is None or not self._send(record):
             return False
         self.store.mark_sent(job_id)
         logger.warning("sweeper: job %s sent; it was queued at %s but its message was never sent",
@@ -101,18 +109,8 @@ class Sweeper:
 
     def _sweep_job(self, job_id: str) -> str | None:
         """Queue or fail one job if its attempt's process is gone; return its new status."""
-        try:
-            record = self.store.get(job_id)
-        except JobNotFound:
-            self.store.forget_running(job_id)
-            return None
-        except RecordUnreadable as exc:
-            logger.error("sweeper: job %s skipped: %s", job_id, exc)
-            return None
-        if record.status != "running":
-            self.store.forget_running(job_id)
-            return None
-        if self.store.attempt_alive(record, self.settings.stale_after_s):
+        record = self._record_if(job_id, "running", self.store.forget_running)
+        if record is None or self.store.attempt_alive(record, self.settings.stale_after_s):
             return None
 
         retry = record.attempts < self.settings.max_attempts
