@@ -218,11 +218,17 @@ def _slopes(rows: list[dict], varied: list[str]) -> str:
     table_rows = []
     dimensions = {row.get("dimension") for row in rows if row.get("dimension") is not None}
     for x in numeric_fields(rows, varied) + ["n_params"] + (["dimension"] if len(dimensions) > 1 else []):
-        for series, slope in loglog_slopes(rows, x, varied).items():
+        slopes = loglog_slopes(rows, x, varied)
+        # An x along which no series has two points (K when every N is its own series)
+        # would only add rows of "n/a".
+        if all(slope is None for slope in slopes.values()):
+            continue
+        for series, slope in slopes.items():
             shown = _cell(slope, text="n/a: fewer than two points") if slope is None else _cell(round(slope, 3))
             table_rows.append([_cell(series), _cell(field_label(x)), shown])
     note = ('<p class="muted">b in solve time = a x<sup>b</sup>, fitted by least squares on log scales '
-            'through the median of the repeats at each x; succeeded jobs only.</p>')
+            'through the median of the repeats at each x; succeeded jobs only. An x along which '
+            'no series has two points is left out.</p>')
     return _table(["series", "x", "slope b"], table_rows) + note
 
 

@@ -294,6 +294,20 @@ def test_page_shows_slopes():
     assert "<td data-sort=\"2.0\">2</td>" in slopes
 
 
+def test_page_leaves_out_slopes_without_points():
+    # Each number of countries is its own series against K, with one point each.
+    countries = "model.params.countries"
+    rows = make_rows(("smolyak",), (2, 4, 8))
+    for row, n in zip(rows, (1, 2, 4)):
+        row[countries] = n
+    sweep = {**sweep_record(rows, grid={countries: [1, 2, 4]}), "varied": [countries]}
+    page = pages.render_sweep_page(sweep, rows)
+    slopes = page[page.index("Log-log slope"):page.index("Results (")]
+    assert "n/a: fewer than two points" not in slopes
+    assert "parameter count" not in slopes
+    assert "<td data-sort=\"2.0\">2</td>" in slopes
+
+
 def test_page_refreshes_only_while_running():
     rows = make_rows(degrees=(2, 4))
     running = pages.render_sweep_page(sweep_record(rows, status="running"), rows)
