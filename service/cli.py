@@ -247,7 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--concurrency", type=process_count, default=1, help="Jobs run at once.")
     worker.add_argument("--nice", type=nice_increment, default=0, help="Lower the worker's CPU "
                         "priority by this much (0-19), so that an API on the same machine stays "
-                        "responsive while jobs run; `eulerbench up` uses 10.")
+                        "responsive while jobs run; `eulerbench up` uses 19.")
     worker.set_defaults(handler=cmd_worker)
     return parser
 
