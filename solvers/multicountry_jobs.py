@@ -199,7 +199,18 @@ def size_problem(model: MultiCountryModel, method, max_params: int | None = None
     return (f"basis {method.basis.kind!r} at d = {model.n_states} has {_count(n_params)} parameters and needs "
             f"about {_count(memory_mb)} MiB (an estimate); the limits are {max_params:,} parameters "
             f"(EULERBENCH_MAX_PARAMS) and {max_memory_mb:,.0f} MiB (EULERBENCH_MAX_MEMORY_MB). "
-            f"Use a complete polynomial, a Smolyak grid, a lower degree or fewer countries")
+            f"{_size_hint(method, n_params > max_params)}")
+
+
+def _size_hint(method, too_many_params: bool) -> str:
+    """Return what to change in a spec over the limits: the basis, or what drives memory."""
+    if method.basis.kind == "nn":
+        return ("Lower width, depth or batch_size, or use a rule with fewer nodes (m1 has 2N, "
+                "monte_carlo its draws)")
+    if too_many_params:
+        return "Use a complete polynomial, a Smolyak grid, a lower degree or fewer countries"
+    return ("Memory grows with the fit points (gssa periods x paths, or oversampling times K) "
+            "times the rule's nodes: lower those or the degree, or use the m1 rule (2N nodes)")
 
 
 def solve_job(model: MultiCountryModel, spec, control: SolveControl) -> Solution:

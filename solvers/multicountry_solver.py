@@ -71,6 +71,9 @@ MAX_SMOLYAK_LEVEL = 3
 MAX_PARAMS = 200_000  # K N coefficients
 MAX_BYTES = 2 * 1024 ** 3  # estimated peak bytes of the largest arrays of a solve
 
+DIVERGED_HINT = ("try damping below 1 or a smaller basis, and check that the state box "
+                 "(k_box, loga_box_sd) and the weights are of ordinary size")
+
 ROWS_PER_BATCH = 100_000  # rows of a basis matrix formed at once when evaluating a policy
 MATRIX_ENTRIES = 4_000_000  # values of a dense basis matrix formed at once (32 MB)
 
@@ -367,7 +370,20 @@ def resolve_settings(model: MultiCountryModel, settings: dict[str, Any] | None) 
     _check_number("burn_in", resolved["burn_in"], resolved["burn_in"] >= 0, "an integer >= 0")
     _check_number("penalty", resolved["penalty"], resolved["penalty"] >= 0, "penalty >= 0")
     _check_number("draws", resolved["draws"], resolved["draws"] >= 1, "an integer >= 1")
+    _check_gssa_points(resolved, model.n_states)
     return resolved
+
+
+def _check_gssa_points(settings: dict[str, Any], d: int) -> None:
+    """Raise ValueError when gssa would fit K coefficients per country on fewer than K states."""
+    if settings["algorithm"] != "gssa":
+        return
+    k = _basis_size(settings, d)
+    points = int(settings["periods"]) * int(settings["paths"])
+    if points < k:
+        raise ValueError(f"gssa fits K = {k} coefficients per country on periods x paths = "
+                         f"{points} simulated states; it needs at least {k}, so raise periods "
+                         f"or paths, or lower the degree")
 
 
 def estimate_size(model: MultiCountryModel, settings: dict[str, Any] | None) -> tuple[int, int]:
@@ -517,6 +533,7 @@ class Regression:
         constant = np.flatnonzero(spread <= 1e-12 * np.maximum(scale, 1e-300))
         self.constant = int(constant[0]) if constant.size else None
         self.free = np.setdiff1d(np.arange(matrix.shape[1]), constant)
+        self.n_columns = matrix.shape[1]
 
         if self.constant is not None:
             self.mean = matrix[:, self.free].mean(axis=0)
@@ -541,7 +558,8 @@ class Regression:
         values = np.asarray(values, dtype=float)
         centre = values.mean(axis=0) if self.constant is not None else np.zeros(values.shape[1])
         beta = self.vt.T @ (self.inverse[:, None] * (self.u.T @ (values - centre)))
-        theta = np.zeros((self.free.size + (self.constant is not None), values.shape[1]))
+        # Constant columns after the first (few fit points) duplicate the intercept and keep 0.
+        theta = np.zeros((self.n_columns, values.shape[1]))
         theta[self.free] = beta / self.scale[:, None]
         if self.constant is not None:
             theta[self.constant] = (centre - self.mean @ theta[self.free]) / self.constant_value
@@ -779,7 +797,7 @@ def _simulate_checked(model: MultiCountryModel, policy, shocks: np.ndarray, burn
     if not np.all(np.isfinite(paths)):
         stop = int(np.argmax(~np.all(np.isfinite(paths), axis=(1, 2))))
         raise SolveDiverged(f"a simulated path became infeasible at period {stop} of iteration "
-                            f"{iteration}; lower damping or the degree", iteration, None)
+                            f"{iteration}; {DIVERGED_HINT}", iteration, None)
     return paths[burn_in:].reshape(-1, model.n_states)
 
 
@@ -787,7 +805,7 @@ def _check_finite(targets: np.ndarray, iteration: int) -> None:
     """Raise SolveDiverged when a target for k' is not finite (consumption fell to 0 or below)."""
     if not np.all(np.isfinite(targets)):
         raise SolveDiverged(f"the Euler targets for k' became non-finite at iteration {iteration} "
-                            "(consumption <= 0 at some point); lower damping or the degree",
+                            f"(consumption <= 0 at some point); {DIVERGED_HINT}",
                             iteration, None)
 
 

@@ -7,6 +7,7 @@ from solvers.multicountry import MultiCountryModel
 from solvers.multicountry_evaluate import evaluate, scored_periods
 from solvers.multicountry_solver import (
     LinearPolicy,
+    Regression,
     build_policy,
     check_size,
     complete_indices,
@@ -200,6 +201,24 @@ def test_auto_variables_follow_countries(countries, expected):
     model = MultiCountryModel(countries=countries)
     assert resolve_settings(model, {})["variables"] == expected
     assert resolve_settings(model, {"variables": "levels"})["variables"] == "levels"
+
+
+def test_gssa_with_too_few_states_rejected():
+    model = MultiCountryModel(countries=1)
+    settings = {"algorithm": "gssa", "degree": 5, "periods": 2, "paths": 1, "burn_in": 0}
+    with pytest.raises(ValueError, match="K = 21 coefficients per country on periods x paths = 2"):
+        resolve_settings(model, settings)
+
+
+def test_regression_with_two_constant_columns():
+    # Few fit points can make several basis columns constant; they keep coefficient 0.
+    x = np.linspace(0.0, 1.0, 6)
+    matrix = np.column_stack([np.ones(6), x, np.full(6, 2.0), x ** 2])
+    values = (1.0 + 3.0 * x - x ** 2)[:, None]
+    theta = Regression(matrix, "svd", 1e-12).fit(values)
+    assert theta.shape == (4, 1)
+    assert theta[2, 0] == 0.0
+    np.testing.assert_allclose(matrix @ theta, values, atol=1e-12)
 
 
 def test_estimate_size_counts_parameters():
