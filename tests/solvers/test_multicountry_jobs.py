@@ -179,6 +179,14 @@ def test_gssa_in_logs_recovers_closed_form_through_run_spec():
     assert closed_form["path_max_rel_distance"] <= 1e-8
 
 
+def test_tiny_sigma_succeeds_despite_far_sphere():
+    # At sigma 1e-6 the radius-0.3 sphere lies far outside the box; only box and path count.
+    outcome = run_spec(job({"basis": {"kind": "chebyshev", "product": "smolyak", "level": 2}},
+                           countries=1, sigma=1e-6))
+    assert outcome.status == "succeeded", outcome.fields.get("error")
+    assert outcome.fields["errors"]["path"]["max_log10"] < -8
+
+
 def test_nn_recovers_closed_form_quickly():
     method = {"basis": {"kind": "nn", "width": 32},
               "objective": {"kind": "sampled_mse", "batch_size": 256},
