@@ -93,14 +93,33 @@ def load_batch(path: str | Path) -> list[JobSpec]:
     return specs
 
 
+def reply_message(reply: httpx.Response) -> str:
+    """Return the message of an error reply, or the start of its body."""
+    try:
+        body = reply.json()
+    except ValueError:
+        return reply.text[:200]
+    if isinstance(body, dict):
+        return str(body.get("message") or body.get("detail") or body)
+    return str(body)[:200]
+
+
 def submit_batch(client: httpx.Client, specs: Iterable[JobSpec]) -> list[str]:
-    """POST each spec to the service; return the job ids in order."""
+    """POST each spec to the service; return the job ids in order.
+
+    A rejected job raises BatchError with the service's message and the ids of the jobs
+    queued before it, which keep running.
+    """
     ids = []
     for index, spec in enumerate(specs):
         reply = client.post("/v1/jobs", content=spec.model_dump_json(exclude_unset=False),
                             headers={"content-type": "application/json"})
         if reply.status_code != 202:
-            raise BatchError(f"job {index} was not accepted (HTTP {reply.status_code}): {reply.text}")
+            message = f"job {index} was not accepted (HTTP {reply.status_code}): {reply_message(reply)}"
+            if ids:
+                message += (f". Jobs 0 to {index - 1} were queued and keep running: {', '.join(ids)} "
+                            f"(`eulerbench cancel ID` stops one)")
+            raise BatchError(message)
         ids.append(reply.json()["id"])
     logger.info("submitted %d jobs", len(ids))
     return ids

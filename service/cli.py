@@ -27,7 +27,9 @@ import httpx
 
 from tqdm import tqdm
 
-from service.batch import BatchError, fetch, format_table, load_batch, read_document, submit_batch, wait_for
+from service.batch import (BatchError, fetch, format_table, load_batch, read_document, submit_batch,
+                           wait_for)
+from service.batch import reply_message as _reply_message
 
 logger = logging.getLogger(__name__)
 
@@ -49,17 +51,6 @@ SCALING_PLOTS = (("path_max_log10-vs-dimension", "path_max_log10", "dimension"),
 
 class ServiceReplyError(RuntimeError):
     """The server at --url replied with something that is not an eulerbench reply."""
-
-
-def _reply_message(reply: httpx.Response) -> str:
-    """Return the message of an error reply, or the start of its body."""
-    try:
-        body = reply.json()
-    except ValueError:
-        return reply.text[:200]
-    if isinstance(body, dict):
-        return str(body.get("message") or body.get("detail") or body)
-    return str(body)[:200]
 
 
 def _json(reply: httpx.Response) -> dict:

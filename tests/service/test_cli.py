@@ -84,6 +84,22 @@ def test_submit_follows_batch(stack, tmp_path):
     assert "submitted spline" in listed.stdout
 
 
+def test_submit_rejection_names_queued_jobs(stack, tmp_path):
+    batch = tmp_path / "batch.yaml"
+    batch.write_text("jobs:\n  - label: queued first\n    method: {basis: {kind: spline, n_basis: 8}}\n"
+                     "  - model: {name: multi_country, params: {countries: 4}}\n"
+                     "    method: {basis: {kind: spline, n_basis: 5}}\n")
+    result = eulerbench("submit", str(batch), "--url", stack.api_url)
+    assert result.returncode == 2
+    assert "job 1 was not accepted (HTTP 422)" in result.stderr
+    assert "1,562,500 parameters" in result.stderr
+    assert "Jobs 0 to 0 were queued and keep running:" in result.stderr
+    queued_id = result.stderr.split("keep running: ")[1].split(" ")[0]
+    shown = eulerbench("show", queued_id, "--url", stack.api_url)
+    assert shown.returncode == 0, shown.stderr
+    assert "queued first" in shown.stdout
+
+
 def test_up_once_runs_batch_on_private_redis(tmp_path):
     # A Redis URL where nothing listens makes `up` start its own redis-server.
     batch = tmp_path / "batch.yaml"
