@@ -34,8 +34,15 @@ def describe_errors(errors: list[dict[str, Any]], root: type[BaseModel]) -> list
                       f"{error.get('ctx', {}).get('error', 'cannot parse')}"
         item = {"field": ".".join(path) or "(body)", "msg": message, "type": kind,
                 "loc": list(error.get("loc", ()))}
-        if "input" in error and kind not in ("extra_forbidden", "json_invalid"):
+        # A check of the whole body would echo the request back, so only fields get theirs.
+        if "input" in error and kind not in ("extra_forbidden", "json_invalid") and path:
             item["input"] = _jsonable(error["input"])
+        previous = described[-1] if described else None
+        if previous is not None and previous["field"] == item["field"] and \
+                previous.get("input") == item.get("input"):
+            # One value tried against each member of a plain union (a level or a list of them).
+            previous["msg"] = f"{previous['msg']}; or {message[:1].lower()}{message[1:]}"
+            continue
         described.append(item)
     return described
 
@@ -61,8 +68,10 @@ def _walk(model: Any, loc: list[Any]) -> tuple[type[BaseModel] | None, list[str]
         if tagged:
             current = tagged[0]
             continue
-        path.append(str(part))
         models = [m for m in options if isinstance(m, type) and issubclass(m, BaseModel)]
+        if _is_member_label(part) and not (models and part in models[0].model_fields):
+            continue
+        path.append(str(part))
         if models and isinstance(part, str) and part in models[0].model_fields:
             current = models[0].model_fields[part].annotation
         elif isinstance(part, int):
@@ -72,6 +81,12 @@ def _walk(model: Any, loc: list[Any]) -> tuple[type[BaseModel] | None, list[str]
             current = None
     members = [m for m in _members(current) if isinstance(m, type) and issubclass(m, BaseModel)]
     return (members[0] if len(members) == 1 else None), path
+
+
+def _is_member_label(part: Any) -> bool:
+    """Return True for the name pydantic gives a member of a plain union in an error's
+    location, such as `int`, `list[int]` or `function-after[check(), int]`."""
+    return isinstance(part, str) and ("[" in part or part in ("int", "float", "str", "bool", "none"))
 
 
 def _members(annotation: Any) -> list[Any]:
