@@ -505,6 +505,7 @@ class JobStore:
                 pipe.set(self._key(job_id, ":policy"), policy)
             pipe.delete(self._key(job_id, ":cancel"))
             pipe.srem(self._index("running"), job_id)
+            pipe.zrem(self._index("unsent"), job_id)
 
         written = self._update(job_id, change, after) is not None
         if written:

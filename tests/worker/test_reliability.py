@@ -290,7 +290,7 @@ def test_sweeper_sends_unsent_jobs(private_redis):
 
     # Younger than unsent_after_s: the API may still be sending.
     assert sweeper.sweep() == {}
-    assert store.unsent_ids(time.time()) == sorted([orphan.id, cancelled.id])
+    assert sorted(store.unsent_ids(time.time())) == sorted([orphan.id, cancelled.id])
 
     time.sleep(settings.unsent_after_s + 0.1)
     assert sweeper.sweep() == {orphan.id: "queued"}
@@ -301,6 +301,18 @@ def test_sweeper_sends_unsent_jobs(private_redis):
     # Sent once: later rounds send nothing more.
     assert sweeper.sweep() == {}
     assert queued_job_ids(store) == [orphan.id]
+
+
+def test_unsent_mark_cleared_by_start_and_finish(private_redis):
+    store = JobStore.from_url(private_redis, "marks")
+    started = store.create(JobSpec.model_validate(SHORT))
+    failed = store.create(JobSpec.model_validate(SHORT))
+    assert sorted(store.unsent_ids(time.time())) == sorted([started.id, failed.id])
+
+    store.start(started.id, worker="celery@live/0123456789ab/1")
+    store.finish(failed.id, "failed", {"error": "could not be queued: test"})
+
+    assert store.unsent_ids(time.time()) == []
 
 
 def test_api_submission_leaves_no_unsent_mark(private_redis, tmp_path):
@@ -341,6 +353,8 @@ def test_pickle_message_rejected(cluster, client, tmp_path):
                          "argsrepr": repr((record.id,)), "kwargsrepr": "{}", "origin": "test"},
                 properties={"correlation_id": task_id, "delivery_info": {"routing_key": "cpu"}}),
             exchange="", routing_key="cpu")
+    # A message was sent, so the sweeper must not send a valid one in its place.
+    store.mark_sent(record.id)
 
     # The worker keeps consuming: a later JSON job runs.
     follow = submit(client, SHORT)
