@@ -56,6 +56,7 @@ class SolveControl:
 
     last_iteration: int = 0
     last_residual: float | None = None
+    current_phase: str = "solving"
 
     def report(self, iteration: int, residual: float) -> None:
         """Record one iteration, then stop the solve if it diverged, timed out or was cancelled."""
@@ -80,6 +81,7 @@ class SolveControl:
 
     def phase(self, name: str) -> None:
         """Announce a new phase of the job to the caller's phase callback."""
+        self.current_phase = name
         if self.on_phase is not None:
             self.on_phase(name)
 

@@ -153,13 +153,14 @@ def _run_attempt(store: JobStore, record: JobRecord) -> str:
 def soft_limit_fields(time_limit_s: float, control: SolveControl) -> dict[str, Any]:
     """Return the record fields of a job stopped by Celery's soft time limit: what is known."""
     residual = control.last_residual if control.last_residual is not None else float("nan")
-    return {"error": f"soft time limit exceeded: the job ran past its time limit of "
-                     f"{time_limit_s:g} s and the grace period",
+    return {"error": f"soft time limit exceeded while {control.current_phase}: the job ran past "
+                     f"its time limit of {time_limit_s:g} s and the grace period",
             "iterations": control.last_iteration,
             "converged": False,
             "history": control.history,
             "progress": {"iteration": control.last_iteration, "residual": residual,
-                         "elapsed_s": time.monotonic() - control.started},
+                         "elapsed_s": time.monotonic() - control.started,
+                         "phase": control.current_phase},
             **machine_fields()}
 
 

@@ -57,3 +57,17 @@ def test_missing_policy_source_fails_job_with_reason(stack):
     ended = wait_ended(store, record.id)
     assert ended.status == "failed"
     assert f"no job has id {'f' * 32}" in ended.error
+
+
+def test_soft_limit_fields_name_the_phase():
+    from solvers.control import SolveControl
+    from solvers.record import Progress
+    from worker.tasks import soft_limit_fields
+
+    control = SolveControl()
+    control.report(7, 1e-3)
+    control.phase("evaluating accuracy")
+    fields = soft_limit_fields(5.0, control)
+    assert fields["error"].startswith("soft time limit exceeded while evaluating accuracy")
+    assert Progress.model_validate(fields["progress"]).phase == "evaluating accuracy"
+    assert fields["progress"]["iteration"] == 7
