@@ -469,12 +469,19 @@ def cmd_jobs(args: argparse.Namespace) -> int:
         return 2
     page = _json(reply)
     records = [JobRecord.model_validate(item) for item in page["items"]]
-    print(f"{'id':32}  {'status':9}  {'created (UTC)':19}  job")
+    print(f"{'id':32}  {'status':9}  {'created (UTC)':19}  {'model':18}  job")
     for record in records:
         print(f"{record.id}  {record.status:9}  {record.created_at:%Y-%m-%d %H:%M:%S}  "
-              f"{record.spec.label or record.spec.summary()}")
+              f"{_model_name(record.spec):18}  {record.spec.label or record.spec.summary()}")
     print(f"{len(records)} of {page['total']} jobs")
     return 0
+
+
+def _model_name(spec) -> str:
+    """Return the model's name, with the number of countries N for multi_country."""
+    if spec.model.name == "multi_country":
+        return f"multi_country N={spec.model.params.countries}"
+    return spec.model.name
 
 
 def cmd_show(args: argparse.Namespace) -> int:

@@ -86,7 +86,9 @@ def test_submit_follows_batch(stack, tmp_path):
 
 def test_submit_rejection_names_queued_jobs(stack, tmp_path):
     batch = tmp_path / "batch.yaml"
-    batch.write_text("jobs:\n  - label: queued first\n    method: {basis: {kind: spline, n_basis: 8}}\n"
+    batch.write_text("jobs:\n  - label: queued first\n"
+                     "    model: {name: multi_country, params: {countries: 1}}\n"
+                     "    method: {basis: {kind: chebyshev, product: smolyak, level: 2}}\n"
                      "  - model: {name: multi_country, params: {countries: 4}}\n"
                      "    method: {basis: {kind: spline, n_basis: 5}}\n")
     result = eulerbench("submit", str(batch), "--url", stack.api_url)
@@ -98,6 +100,10 @@ def test_submit_rejection_names_queued_jobs(stack, tmp_path):
     shown = eulerbench("show", queued_id, "--url", stack.api_url)
     assert shown.returncode == 0, shown.stderr
     assert "queued first" in shown.stdout
+    listed = eulerbench("jobs", "--url", stack.api_url, "--model", "multi_country")
+    assert listed.returncode == 0, listed.stderr
+    line = next(line for line in listed.stdout.splitlines() if line.startswith(queued_id))
+    assert "multi_country N=1" in line
 
 
 def test_up_once_runs_batch_on_private_redis(tmp_path):
