@@ -56,6 +56,7 @@ ALLOCATION_NEWTON_STEPS = 100
 ALLOCATION_TOL = 1e-15  # |log(sum c) - log C| at which the risk-sharing Newton stops
 SHARE_ITERATIONS = 400
 SHARE_TOL = 1e-15
+MAX_WEIGHT_RATIO = 1e6  # largest / smallest welfare weight
 
 
 @dataclass(frozen=True)
@@ -115,6 +116,9 @@ class MultiCountryModel:
             tau = self.css ** self.gammas
         else:
             tau = np.asarray(self.weights, dtype=float)
+            # Scaled by the largest first, so that weights near the float maximum do not
+            # overflow in the sum (only their ratios matter).
+            tau = tau / tau.max()
         return tau / tau.sum()
 
     @property
@@ -401,7 +405,7 @@ def _check_parameters(model: MultiCountryModel) -> None:
         ("rho", model.rho, -1 < model.rho < 1, "-1 < rho < 1"),
         ("sigma", model.sigma, model.sigma > 0, "sigma > 0"),
         ("phi", model.phi, model.phi >= 0, "phi >= 0"),
-        ("loga_box_sd", model.loga_box_sd, model.loga_box_sd > 0, "loga_box_sd > 0"),
+        ("loga_box_sd", model.loga_box_sd, model.loga_box_sd >= 0.1, "loga_box_sd >= 0.1"),
     ]
     for name, value, valid, valid_range in checks:
         if not (math.isfinite(value) and valid):
@@ -416,6 +420,12 @@ def _check_parameters(model: MultiCountryModel) -> None:
         if tau.shape != (n,) or np.any(~np.isfinite(tau)) or np.any(tau <= 0):
             raise ValueError(f"weights must be None or a tuple of {n} positive welfare weights; "
                              f"got {model.weights}")
+        # Compared in logs: the plain ratio of 1e300 and 1e-300 overflows.
+        log_ratio = math.log(tau.max()) - math.log(tau.min())
+        if log_ratio > math.log(MAX_WEIGHT_RATIO):
+            raise ValueError(f"weights must lie within a factor {MAX_WEIGHT_RATIO:g} of each other, "
+                             f"or a country's consumption is too small to solve for; got largest / "
+                             f"smallest = 1e{log_ratio / math.log(10):.1f}")
 
     low, high = model.k_box
     if not 0 < low < 1 < high:

@@ -197,14 +197,17 @@ class MultiCountryParams(StrictModel):
     gamma: bounded(0, 20, lower_open=True) | list[bounded(0, 20, lower_open=True)] = Field(
         1.0, description="Relative risk aversion: one value, or one per country (N values).")
     weights: list[bounded(0, None, lower_open=True)] | None = Field(
-        None, description="Welfare weights, one per country; null gives every country the "
-        "same steady-state consumption.")
+        None, description="Welfare weights, one per country, with largest / smallest at most "
+        "1e6; only their ratios matter. null gives every country the same steady-state "
+        "consumption.")
     k_box: tuple[bounded(0, 1, lower_open=True, upper_open=True),
                  bounded(1, 10, lower_open=True)] = Field(
         (0.8, 1.2), description="Capital interval of the state box relative to steady-state capital.")
-    loga_box_sd: bounded(0, 10, lower_open=True) = Field(
+    loga_box_sd: bounded(0.1, 10) = Field(
         3.0, description="Half-width of each log-productivity interval, in unconditional "
-        "standard deviations.")
+        "standard deviations, 0.1 to 10. Narrower boxes put next period's productivity "
+        "nodes so far outside that the polynomial's extrapolation breaks down (0.001 "
+        "diverged).")
 
     @model_validator(mode="after")
     def check_model(self) -> "MultiCountryParams":

@@ -126,6 +126,17 @@ def test_invalid_parameters_rejected():
         MultiCountryModel(delta=1.5)
 
 
+def test_weights_near_float_max_keep_their_ratio():
+    np.testing.assert_allclose(MultiCountryModel(countries=2, weights=(1e308, 1e308)).tau, [0.5, 0.5])
+    np.testing.assert_allclose(MultiCountryModel(countries=2, weights=(3e307, 1e308)).tau,
+                               [0.3 / 1.3, 1 / 1.3])
+
+
+def test_weights_too_far_apart_rejected():
+    with pytest.raises(ValueError, match="within a factor 1e\\+06 of each other.*= 1e600.0"):
+        MultiCountryModel(countries=2, weights=(1e-300, 1e300))
+
+
 # --- bases and policies --------------------------------------------------------------
 
 

@@ -79,6 +79,8 @@ def test_logs_rejected_for_growth_and_named_in_summary():
     ({"countries": 101}, "100"),
     ({"countries": 3, "gamma": [1.0, 2.0]}, "tuple of 3"),
     ({"countries": 2, "weights": [1.0]}, "tuple of 2"),
+    ({"countries": 2, "weights": [1e-300, 1e300]}, "within a factor 1e+06"),
+    ({"countries": 2, "loga_box_sd": 0.001}, "valid range is 0.1 <= value <= 10"),
 ])
 def test_bad_params_rejected(params, fragment):
     with pytest.raises(ValidationError) as error:
