@@ -141,6 +141,12 @@ class MultiCountryModel:
         return np.vstack([k_rows, np.tile([-half, half], (n, 1))])
 
     @property
+    def log_bounds(self) -> np.ndarray:
+        """State box with the capital rows in logs, shape (2N, 2): log k, then log a."""
+        bounds = self.bounds
+        return np.vstack([np.log(bounds[:self.countries]), bounds[self.countries:]])
+
+    @property
     def has_closed_form(self) -> bool:
         """True for log utility in every country, delta = 1 and phi = 0."""
         return bool(np.all(self.gammas == 1.0)) and self.delta == 1.0 and self.phi == 0.0

@@ -91,8 +91,7 @@ class MultiCountryNet(torch.nn.Module):
         layers.append(last)
         self.mlp = torch.nn.Sequential(*layers)
 
-        bounds = model.bounds
-        log_bounds = np.vstack([np.log(bounds[:n]), bounds[n:]])
+        log_bounds = model.log_bounds
         self.register_buffer("centre", torch.as_tensor(log_bounds.mean(axis=1)))
         self.register_buffer("half_width", torch.as_tensor((log_bounds[:, 1] - log_bounds[:, 0]) / 2))
 

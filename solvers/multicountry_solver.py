@@ -258,9 +258,8 @@ def make_basis(model: MultiCountryModel, settings: dict[str, Any]) -> TensorBasi
 
     With variables "logs" the capital intervals of the box are taken in logs.
     """
-    bounds, d = model.bounds, model.n_states
-    if settings.get("variables", "levels") == "logs":
-        bounds = to_basis_coordinates(bounds.T, "logs").T
+    logs = settings.get("variables", "levels") == "logs"
+    bounds, d = (model.log_bounds if logs else model.bounds), model.n_states
     kind, product = settings["basis"], settings["product"]
     if kind == "spline":
         return SplineBasis(bounds, [settings["n_basis"]] * d, order=settings["order"])
@@ -295,7 +294,11 @@ def build_policy(parameters: dict[str, Any]) -> LinearPolicy:
 
 
 class _BoundsOnly:
-    """The two attributes of a model that `make_basis` reads, for rebuilding a stored policy."""
+    """The two attributes of a model that `make_basis` reads, for rebuilding a stored policy.
+
+    The stored basis record has no `variables`, because its bounds are already in the
+    basis coordinates, so `make_basis` never asks this stub for log bounds.
+    """
 
     def __init__(self, bounds: np.ndarray, n_states: int):
         self.bounds = bounds
@@ -877,8 +880,8 @@ def solve_multicountry(model: MultiCountryModel, settings: dict[str, Any] | None
 
     policy = result["policy"]
     parameters = {**policy.to_parameters(), "settings": resolved}
-    extra = {"algorithm": resolved["algorithm"], "variables": resolved["variables"], "rule": rule_name, "rule_nodes": int(rule[1].size),
-             "fit_points": result["points"], "final_change": result["change"],
+    extra = {"algorithm": resolved["algorithm"], "variables": resolved["variables"], "rule": rule_name,
+             "rule_nodes": int(rule[1].size), "fit_points": result["points"], "final_change": result["change"],
              "fit_max_abs_euler_error": result["fit_max_abs_error"], "basis": basis.describe()}
     if "singular_values_kept" in result:
         extra["singular_values_kept"] = result["singular_values_kept"]
