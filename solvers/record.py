@@ -78,7 +78,7 @@ class Timings(RecordPart):
 
 class Progress(RecordPart):
     """Latest progress of a running job: its phase, iteration and residual. An ended job
-    keeps the last one written, so its phase tells where a timed-out job stopped."""
+    keeps the last one written, so its phase shows where a timed-out job stopped."""
 
     iteration: int
     residual: float

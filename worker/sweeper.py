@@ -67,7 +67,7 @@ class Sweeper:
             return {}
 
     def sweep(self) -> dict[str, str]:
-        """Judge every running job and send every unsent one; return {job_id: status after}."""
+        """Judge every running job and send every unsent one, and return {job_id: status after}."""
         changed = {}
         for job_id in self.store.running_ids():
             status = self._sweep_job(job_id)
@@ -81,9 +81,11 @@ class Sweeper:
         return changed
 
     def _record_if(self, job_id: str, status: str, forget: Callable[[str], None]) -> JobRecord | None:
-        """Return the job's record while it has status; otherwise call forget(job_id), which
-        removes it from the set being swept, and return None. An unreadable record is logged
-        and left in the set."""
+        """Return the job's record while it has status.
+
+        Otherwise call forget(job_id), which removes the id from the set being swept, and
+        return None. An unreadable record is logged and its id left in the set.
+        """
         try:
             record = self.store.get(job_id)
         except JobNotFound:
@@ -98,7 +100,7 @@ class Sweeper:
         return record
 
     def _send_unsent(self, job_id: str) -> bool:
-        """Send the message of a queued job that has none; return True when it was sent."""
+        """Send the message of a queued job that has none, and return True when it was sent."""
         record = self._record_if(job_id, "queued", self.store.mark_sent)
         if record is None or not self._send(record):
             return False

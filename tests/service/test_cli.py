@@ -97,9 +97,9 @@ def test_submit_rejection_names_queued_jobs(stack, tmp_path):
     assert "1,562,500 parameters" in result.stderr
     assert "Jobs 0 to 0 were queued and keep running:" in result.stderr
     queued_id = result.stderr.split("keep running: ")[1].split(" ")[0]
-    shown = eulerbench("show", queued_id, "--url", stack.api_url)
-    assert shown.returncode == 0, shown.stderr
-    assert "queued first" in shown.stdout
+    details = eulerbench("show", queued_id, "--url", stack.api_url)
+    assert details.returncode == 0, details.stderr
+    assert "queued first" in details.stdout
     listed = eulerbench("jobs", "--url", stack.api_url, "--model", "multi_country")
     assert listed.returncode == 0, listed.stderr
     line = next(line for line in listed.stdout.splitlines() if line.startswith(queued_id))

@@ -222,7 +222,7 @@ def test_gssa_with_too_few_states_rejected():
 
 
 def test_regression_with_two_constant_columns():
-    # Few fit points can make several basis columns constant; they keep coefficient 0.
+    # Few fit points can make several basis columns constant, and all but the first keep 0.
     x = np.linspace(0.0, 1.0, 6)
     matrix = np.column_stack([np.ones(6), x, np.full(6, 2.0), x ** 2])
     values = (1.0 + 3.0 * x - x ** 2)[:, None]

@@ -171,7 +171,7 @@ def test_closed_form_recovered_by_linear_methods(method, box_tolerance, path_tol
     assert closed_form["path_max_rel_distance"] <= path_tolerance
 
 
-def test_gssa_in_logs_recovers_closed_form_through_run_spec():
+def test_gssa_logs_recovers_closed_form():
     method = {"basis": {"kind": "chebyshev", "product": "complete", "degree": 5, "variables": "logs"},
               "algorithm": {"kind": "gssa"}}
     outcome = run_spec(job(method, **CLOSED_FORM))
